@@ -1,0 +1,266 @@
+//! Wires a configuration into running listeners, routes and the admin
+//! server; reloads it atomically; drains on shutdown.
+//!
+//! [`App::start`] binds everything and returns at once (tests bind port 0 and
+//! read the bound addresses back); [`App::run_until_signal`] is the binary's
+//! main loop: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::proxy::server::{self, ListenerSettings, Shared};
+use crate::proxy::Generation;
+use crate::BoxError;
+
+/// Why the proxy could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error("{what} {addr}: cannot listen: {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Build(BoxError),
+}
+
+/// A listener that is accepting connections.
+struct Running {
+    configured: SocketAddr,
+    bound: SocketAddr,
+    settings: Arc<ArcSwap<ListenerSettings>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The running proxy.
+pub struct App {
+    shared: Arc<Shared>,
+    admin: Arc<AdminState>,
+    admin_addr: SocketAddr,
+    admin_stop: watch::Sender<bool>,
+    listeners: Mutex<HashMap<String, Running>>,
+    config_path: Option<PathBuf>,
+    metrics: Metrics,
+}
+
+impl App {
+    /// Binds the admin listener and every listener of `config`, and starts
+    /// serving. `config_path` is what SIGHUP re-reads.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Self>, Error> {
+        let metrics = Metrics::new();
+        let config = Arc::new(config);
+        let gen = Generation::build(config.clone(), &metrics, None).map_err(Error::Build)?;
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(gen),
+            drain: watch::channel(false).0,
+        });
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let admin_addr = local_addr(&admin_listener, config.admin.listen);
+        let admin = Arc::new(AdminState {
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            ready: false.into(),
+        });
+        let (admin_stop, admin_rx) = watch::channel(false);
+        tokio::spawn(admin::serve(admin.clone(), admin_listener, admin_rx));
+        tracing::info!(addr = %admin_addr, "admin listening");
+        let app = Arc::new(Self {
+            shared,
+            admin,
+            admin_addr,
+            admin_stop,
+            listeners: Mutex::new(HashMap::new()),
+            config_path,
+            metrics,
+        });
+        app.sync_listeners(&config).await?;
+        app.admin.ready.store(true, Ordering::Release);
+        Ok(app)
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.lock_listeners().get(name).map(|l| l.bound)
+    }
+
+    /// The metrics registry of this process.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every update is a single insert or remove), so poisoning is ignored.
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the configuration file and applies it; see [`App::apply`].
+    pub async fn reload(&self) -> Result<(), Error> {
+        let result = match &self.config_path {
+            Some(path) => match config::load(path) {
+                Ok(cfg) => self.apply(cfg).await,
+                Err(e) => Err(e.into()),
+            },
+            None => Ok(()),
+        };
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!(
+                "configuration reload refused; the previous one keeps serving:\n{e}"
+            ),
+        }
+        result
+    }
+
+    /// Applies a new configuration: new listeners are bound first (a bind
+    /// failure refuses the whole reload), then the route table is swapped in
+    /// one step, then listeners that are gone stop accepting.
+    pub async fn apply(&self, config: Config) -> Result<(), Error> {
+        let config = Arc::new(config);
+        let gen = Generation::build(
+            config.clone(),
+            &self.metrics,
+            Some(&self.shared.current.load()),
+        )
+        .map_err(Error::Build)?;
+        if config.admin.listen != self.shared.current.load().config.admin.listen {
+            tracing::warn!("admin.listen changes take effect on restart");
+        }
+        self.sync_listeners(&config).await?;
+        self.shared.current.store(Arc::new(gen));
+        Ok(())
+    }
+
+    /// Opens listeners that are new or moved, updates the settings of the
+    /// others, and closes the ones no longer configured.
+    async fn sync_listeners(&self, config: &Config) -> Result<(), Error> {
+        let mut opened = Vec::new();
+        for l in &config.listeners {
+            let settings = ListenerSettings::new(l, &config.limits);
+            let existing = self
+                .lock_listeners()
+                .get(&l.name)
+                .filter(|r| r.configured == l.listen)
+                .map(|r| r.settings.clone());
+            match existing {
+                Some(current) => current.store(Arc::new(settings)),
+                None => {
+                    let listener = bind(&format!("listeners ({})", l.name), l.listen).await?;
+                    opened.push((l.name.clone(), l.listen, listener, settings));
+                }
+            }
+        }
+        let mut running = self.lock_listeners();
+        for (name, configured, listener, settings) in opened {
+            let bound = local_addr(&listener, configured);
+            let settings = Arc::new(ArcSwap::from_pointee(settings));
+            let (stop, stop_rx) = watch::channel(false);
+            tokio::spawn(server::accept_loop(
+                self.shared.clone(),
+                name.as_str().into(),
+                settings.clone(),
+                listener,
+                stop_rx,
+                self.metrics.connections(&name),
+            ));
+            tracing::info!(listener = %name, addr = %bound, "listening");
+            let old = running.insert(
+                name,
+                Running {
+                    configured,
+                    bound,
+                    settings,
+                    stop,
+                },
+            );
+            if let Some(old) = old {
+                let _ = old.stop.send(true);
+            }
+        }
+        running.retain(|name, r| {
+            let keep = config.listeners.iter().any(|l| &l.name == name);
+            if !keep {
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        Ok(())
+    }
+
+    /// Drains and stops: `/readyz` fails at once; after `drain_delay` the
+    /// listeners stop accepting; in-flight requests get up to `grace` to
+    /// finish (HTTP/2 connections receive GOAWAY, idle HTTP/1 connections
+    /// close); then whatever is left is cut.
+    pub async fn shutdown(&self) {
+        let shutdown = self.shared.current.load().config.shutdown;
+        self.admin.ready.store(false, Ordering::Release);
+        tracing::info!(
+            drain_delay = ?shutdown.drain_delay,
+            grace = ?shutdown.grace,
+            "draining"
+        );
+        tokio::time::sleep(shutdown.drain_delay).await;
+        for (_, r) in self.lock_listeners().drain() {
+            let _ = r.stop.send(true);
+        }
+        let _ = self.shared.drain.send(true);
+        let finished = tokio::time::timeout(shutdown.grace, self.shared.drain.closed()).await;
+        match finished {
+            Ok(()) => tracing::info!("drained; every connection finished"),
+            Err(_) => tracing::warn!(
+                open = self.shared.drain.receiver_count(),
+                "grace period over; closing the connections still open"
+            ),
+        }
+        let _ = self.admin_stop.send(true);
+    }
+
+    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP, then drains.
+    #[cfg(unix)]
+    pub async fn run_until_signal(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = self.reload().await; }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        what: what.to_owned(),
+        addr,
+        source,
+    })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}

@@ -1,0 +1,202 @@
+//! Prometheus metrics: one owned [`Registry`] per process (no global statics,
+//! so tests can run several proxies side by side), with handles resolved once
+//! per route at config load so the request path only touches atomics.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The metric families of the core proxy.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    connect_errors: IntCounterVec,
+    proxy_errors: IntCounterVec,
+    reloads: IntCounterVec,
+    connections: IntGaugeVec,
+}
+
+/// Label used for requests that matched no route.
+pub const NO_ROUTE: &str = "-";
+
+impl Metrics {
+    /// Creates the registry and registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "breakwater_requests_total",
+                "Requests answered, by route and status class.",
+            ),
+            &["route", "code"],
+        )
+        .expect("static metric definition");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "breakwater_request_duration_seconds",
+                "Time from request head to the end of the response body.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "breakwater_requests_in_flight",
+                "Requests being served, response bodies included.",
+            ),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let connect_errors = IntCounterVec::new(
+            Opts::new(
+                "breakwater_upstream_connect_errors_total",
+                "Failed connection attempts to an upstream.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let proxy_errors = IntCounterVec::new(
+            Opts::new(
+                "breakwater_proxy_errors_total",
+                "Responses made by the proxy itself instead of the upstream, by reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("static metric definition");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "breakwater_config_reloads_total",
+                "Configuration reloads, by result.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "breakwater_downstream_connections",
+                "Open client connections, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("breakwater_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(connect_errors.clone()),
+            Box::new(proxy_errors.clone()),
+            Box::new(reloads.clone()),
+            Box::new(connections.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            connect_errors,
+            proxy_errors,
+            reloads,
+            connections,
+        }
+    }
+
+    /// The registry, for layers that add their own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Handles for one route, resolved once.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[route, c]);
+        RouteMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: self.duration.with_label_values(&[route]),
+            in_flight: self.in_flight.with_label_values(&[route]),
+            proxy_errors: self.proxy_errors.clone(),
+            route: route.into(),
+        }
+    }
+
+    /// The connect-error counter of one upstream.
+    pub fn upstream_connect_errors(&self, upstream: &str) -> IntCounter {
+        self.connect_errors.with_label_values(&[upstream])
+    }
+
+    /// Counts a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The open-connections gauge of one listener.
+    pub fn connections(&self, listener: &str) -> IntGauge {
+        self.connections.with_label_values(&[listener])
+    }
+
+    /// The text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Per-route handles; cloning is cheap (each handle is an `Arc`).
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    pub duration: Histogram,
+    pub in_flight: IntGauge,
+    proxy_errors: IntCounterVec,
+    route: Box<str>,
+}
+
+impl RouteMetrics {
+    /// Counts a response by its status class.
+    pub fn response(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
+
+    /// Counts a response the proxy made itself. Reasons are a fixed set.
+    pub fn proxy_error(&self, reason: &str) {
+        self.proxy_errors
+            .with_label_values(&[&self.route, reason])
+            .inc();
+    }
+}

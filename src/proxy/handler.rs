@@ -1,0 +1,302 @@
+//! The request path, top to bottom: refuse what is ambiguous, route, answer
+//! directly or forward, and account for the exchange (metrics, access log).
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::{Method, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{BodyTimeout, Deadline, OnDone, Tracked};
+use super::error::{self, ProxyError, Style, REASON_HEADER};
+use super::router::{self, RequestView};
+use super::upstream::{self, Forwarded, Upstream};
+use super::{upgrade, Generation, Route, Target};
+use crate::config::AccessLogFormat;
+use crate::metrics::RouteMetrics;
+use crate::Response;
+
+/// The request id header: kept when the client sends one, generated otherwise.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the request path knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    pub proto: &'static str,
+    /// The listener's total budget for a request body.
+    pub body_timeout: Duration,
+}
+
+/// Serves one request with one configuration generation. `framing_ok` is
+/// false when the connection's framing inspector found this request's
+/// HTTP/1 framing ambiguous. Never fails: every error becomes a response here.
+pub async fn handle(
+    gen: Arc<Generation>,
+    conn: ConnInfo,
+    framing_ok: bool,
+    req: http::Request<Incoming>,
+) -> Response {
+    let start = Instant::now();
+    let request_id = request_id(req.headers());
+    let style = Style::of(req.headers());
+    let found = check(&req, framing_ok).and_then(|()| {
+        let view = RequestView {
+            host: router::request_host(req.uri(), req.headers()),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        router::first_match(&gen.matchers, &view).ok_or(ProxyError::NoRoute)
+    });
+    let route = found.ok().map(|i| &gen.routes[i]);
+    let metrics = route.map_or(&gen.no_route, |r| &r.metrics);
+    metrics.in_flight.inc();
+    let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
+    let result = match route {
+        Some(route) => serve(route, conn, req, &request_id).await,
+        None => Err(found.err().unwrap_or(ProxyError::NoRoute)),
+    };
+    let mut res = result.unwrap_or_else(|e| {
+        metrics.proxy_error(e.reason());
+        e.to_response(style)
+    });
+    res.headers_mut().insert(REQUEST_ID, request_id);
+    metrics.response(res.status());
+    if let Some(log) = log {
+        log.emit(route, &res, start.elapsed());
+    }
+    finish(
+        res,
+        route.and_then(|r| r.idle_timeout),
+        metrics.clone(),
+        start,
+    )
+}
+
+/// Wraps the response body so in-flight and duration cover the whole stream.
+fn finish(
+    res: Response,
+    idle: Option<Duration>,
+    metrics: RouteMetrics,
+    start: Instant,
+) -> Response {
+    let guard = OnDone::new(move || {
+        metrics.in_flight.dec();
+        metrics.duration.observe(start.elapsed().as_secs_f64());
+    });
+    res.map(|body| Tracked::new(body, idle, guard).boxed_unsync())
+}
+
+/// Refuses what no route may see: tunnels and ambiguous HTTP/1 framing that
+/// the HTTP parser let through.
+fn check(req: &http::Request<Incoming>, framing_ok: bool) -> Result<(), ProxyError> {
+    if !framing_ok {
+        return Err(ProxyError::BadRequest);
+    }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let headers = req.headers();
+    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+        return Err(ProxyError::BadRequest);
+    }
+    if req.version() == Version::HTTP_11 {
+        let hosts = headers.get_all(HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.uri().authority().is_none()) {
+            return Err(ProxyError::BadRequest);
+        }
+    }
+    Ok(())
+}
+
+async fn serve(
+    route: &Route,
+    conn: ConnInfo,
+    req: http::Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response, ProxyError> {
+    match &route.target {
+        Target::Respond(r) => {
+            let mut res = http::Response::new(error::full(r.body.clone()));
+            *res.status_mut() = r.status;
+            *res.headers_mut() = r.headers.clone();
+            Ok(res)
+        }
+        Target::Upstream(up) => forward(route, up, conn, req, request_id).await,
+    }
+}
+
+async fn forward(
+    route: &Route,
+    up: &Upstream,
+    conn: ConnInfo,
+    mut req: http::Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response, ProxyError> {
+    let tunnel = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(HOST).cloned();
+    let authority = parts
+        .uri
+        .authority()
+        .cloned()
+        .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()?.parse().ok()))
+        .unwrap_or_else(|| up.authority.clone());
+    let fwd_host = host.or_else(|| HeaderValue::from_str(authority.as_str()).ok());
+    upstream::strip_hop_by_hop(&mut parts.headers, tunnel.is_some());
+    upstream::add_forwarded(
+        &mut parts.headers,
+        &Forwarded {
+            client_ip: conn.peer.ip(),
+            proto: conn.proto,
+            host: fwd_host.as_ref(),
+        },
+    );
+    parts.headers.insert(REQUEST_ID, request_id.clone());
+    let mut uri = Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(authority);
+    if let Some(pq) = parts.uri.path_and_query() {
+        uri = uri.path_and_query(pq.clone());
+    }
+    parts.uri = uri.build().map_err(|_| ProxyError::BadRequest)?;
+    parts.version = up.version();
+    upstream::fit_host_to_version(&mut parts.headers, parts.version);
+    let body = if body.is_end_stream() {
+        error::empty()
+    } else {
+        Deadline::new(body, Instant::now() + conn.body_timeout).boxed_unsync()
+    };
+    let sent = up.client.request(http::Request::from_parts(parts, body));
+    let res = match route.timeout {
+        Some(t) => tokio::time::timeout(t, sent)
+            .await
+            .map_err(|_| ProxyError::Timeout)?,
+        None => sent.await,
+    }
+    .map_err(|e| classify(&e))?;
+    let (mut parts, body) = res.into_parts();
+    let upgraded = tunnel.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    upstream::strip_hop_by_hop(&mut parts.headers, upgraded);
+    let mut res = http::Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+    if let (true, Some(client)) = (upgraded, tunnel) {
+        upgrade::spawn_tunnel(client, hyper::upgrade::on(&mut res));
+    }
+    Ok(res)
+}
+
+/// Names what went wrong with an upstream exchange.
+fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
+    if err.is_connect() {
+        return ProxyError::UpstreamUnreachable;
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if e.is::<BodyTimeout>() {
+            return ProxyError::BodyTimeout;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return ProxyError::UpstreamProtocol;
+            }
+        }
+        source = e.source();
+    }
+    ProxyError::UpstreamReset
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        if !v.is_empty() && v.len() <= 200 {
+            return v.clone();
+        }
+    }
+    new_request_id()
+}
+
+/// 32 hex digits: a per-process random prefix and a mixed counter, unique
+/// within the process and unlikely to collide across processes.
+fn new_request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, RandomState};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = splitmix64(n ^ prefix);
+    let id = format!("{prefix:016x}{mixed:016x}");
+    HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The parts of a request the access log line needs, taken before the
+/// request is consumed.
+struct AccessLog {
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+}
+
+impl AccessLog {
+    fn of(req: &http::Request<Incoming>, request_id: &HeaderValue) -> Self {
+        Self {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: request_id.clone(),
+        }
+    }
+
+    fn emit(self, r: Option<&Route>, res: &Response, took: Duration) {
+        let route = r.map_or("-", |r| &*r.name);
+        let upstream = match r.map(|r| &r.target) {
+            Some(Target::Upstream(u)) => &*u.name,
+            _ => "-",
+        };
+        let reason = res
+            .headers()
+            .get(REASON_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "breakwater::access",
+            route,
+            method = %self.method,
+            path = %self.path,
+            status = res.status().as_u16(),
+            duration_ms = took.as_micros() as f64 / 1e3,
+            upstream,
+            reason,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+        );
+    }
+}
+
+/// `Connection: upgrade` with the given protocol in `Upgrade`.
+pub(crate) fn asks_upgrade(headers: &http::HeaderMap, protocol: &str) -> bool {
+    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    connection_upgrade
+        && headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(protocol))
+}
