@@ -235,21 +235,35 @@ impl App {
     }
 
     /// Runs until SIGTERM or SIGINT, reloading on SIGHUP, then drains.
-    #[cfg(unix)]
-    pub async fn run_until_signal(&self) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    pub async fn run_until_signal(&self, mut signals: Signals) {
         loop {
             tokio::select! {
-                _ = hup.recv() => { let _ = self.reload().await; }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = signals.hup.recv() => { let _ = self.reload().await; }
+                _ = signals.term.recv() => break,
+                _ = signals.int.recv() => break,
             }
         }
         self.shutdown().await;
-        Ok(())
+    }
+}
+
+/// The signals the proxy acts on. Installed before anything is bound, so a
+/// SIGHUP sent as soon as a listener is announced reloads instead of killing
+/// the process (the default action).
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use breakwater::app::App;
+use breakwater::app::{App, Signals};
 use breakwater::config::{self, AccessLogFormat, Config};
 use clap::{Parser, Subcommand};
 
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(cfg.access_log);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -78,6 +78,13 @@ fn load(path: &Path) -> Result<(Config, Option<PathBuf>), config::Error> {
 }
 
 async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match App::start(cfg, path).await {
         Ok(app) => app,
         Err(e) => {
@@ -85,12 +92,26 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.run_until_signal().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            ExitCode::FAILURE
-        }
+    app.run_until_signal(signals).await;
+    ExitCode::SUCCESS
+}
+
+/// One worker per core the process may use (CPU affinity and cgroup quota
+/// count, as `available_parallelism` reads them). On one core a
+/// current-thread runtime saves the work-stealing scheduler's cross-thread
+/// bookkeeping — a sidecar is often given exactly one (linkerd2-proxy does
+/// the same).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()
     }
 }
 

@@ -21,14 +21,17 @@
 //! once a tunnel opens hyper dispatches nothing more, so marks made from
 //! tunnel bytes are never read.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// No request on the connection has been found bad.
 const NONE_BAD: u64 = u64::MAX;
@@ -97,17 +100,35 @@ pin_project_lite::pin_project! {
         io: IO,
         scanner: Scanner,
         verdict: Arc<Verdict>,
+        // Until the protocol is known, the connection must deliver its first
+        // bytes by this deadline: hyper-util's HTTP/1-or-2 detection has no
+        // timer of its own, and hyper's header timeout starts only after it.
+        opening: Option<Pin<Box<Sleep>>>,
+        read_total: usize,
     }
 }
+
+/// The HTTP/2 connection preface's length: once this many bytes arrived,
+/// protocol detection is over.
+const PREFACE_LEN: usize = 24;
 
 impl<IO> Inspect<IO> {
     /// `max_head_bytes` should be the head limit hyper enforces on the same
     /// connection (its `max_buf_size`).
-    pub fn new(io: IO, verdict: Arc<Verdict>, max_head_bytes: usize) -> Self {
+    /// `opening_timeout` bounds the wait for the bytes that tell HTTP/1
+    /// from HTTP/2 (the listener's `header_timeout`).
+    pub fn new(
+        io: IO,
+        verdict: Arc<Verdict>,
+        max_head_bytes: usize,
+        opening_timeout: Duration,
+    ) -> Self {
         Self {
             io,
             scanner: Scanner::new(max_head_bytes),
             verdict,
+            opening: Some(Box::pin(tokio::time::sleep(opening_timeout))),
+            read_total: 0,
         }
     }
 
@@ -126,7 +147,24 @@ impl<IO: AsyncRead> AsyncRead for Inspect<IO> {
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {}
+            Poll::Pending => {
+                if let Some(opening) = this.opening.as_mut() {
+                    if opening.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no request arrived within the header timeout",
+                        )));
+                    }
+                }
+                return Poll::Pending;
+            }
             other => return other,
+        }
+        *this.read_total += buf.filled().len() - before;
+        if this.opening.is_some()
+            && (*this.read_total >= PREFACE_LEN || this.scanner.request_index() > 0)
+        {
+            *this.opening = None;
         }
         // Scan before returning: hyper may parse and dispatch these bytes as
         // soon as it gets them, and the verdict must be in place by then.
@@ -873,7 +911,7 @@ mod tests {
         // A tiny pipe forces many short reads, so heads arrive split.
         let (mut client, server) = tokio::io::duplex(7);
         let verdict = Verdict::new();
-        let mut inspect = Inspect::new(server, verdict.clone(), LIMIT);
+        let mut inspect = Inspect::new(server, verdict.clone(), LIMIT, Duration::from_secs(60));
         let mut sent = CLEAN.to_vec();
         sent.extend_from_slice(
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",

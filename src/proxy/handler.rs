@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -144,6 +146,10 @@ async fn forward(
 ) -> Result<Response, ProxyError> {
     let tunnel = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    if let Some(host) = absolute_form_host(&parts.uri) {
+        // RFC 9112 §3.2.2: an absolute-form target replaces the received Host.
+        parts.headers.insert(HOST, host);
+    }
     let host = parts.headers.get(HOST).cloned();
     let authority = parts
         .uri
@@ -185,6 +191,10 @@ async fn forward(
     }
     .map_err(|e| classify(&e))?;
     let (mut parts, body) = res.into_parts();
+    if parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH) {
+        // Conflicting framing (RFC 9112 §6.3): never forwarded as if clean.
+        return Err(ProxyError::UpstreamProtocol);
+    }
     let upgraded = tunnel.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
     upstream::strip_hop_by_hop(&mut parts.headers, upgraded);
     let mut res = http::Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
@@ -194,24 +204,35 @@ async fn forward(
     Ok(res)
 }
 
+/// The `Host` an absolute-form target implies: host and port, never userinfo.
+fn absolute_form_host(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) => HeaderValue::try_from(format!("{host}:{port}")),
+        None => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 /// Names what went wrong with an upstream exchange.
 fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     if err.is_connect() {
         return ProxyError::UpstreamUnreachable;
     }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if e.is::<BodyTimeout>() {
-            return ProxyError::BodyTimeout;
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                return ProxyError::UpstreamProtocol;
-            }
-        }
-        source = e.source();
+    let chain = || std::iter::successors(err.source(), |e| (*e).source());
+    if chain().any(|e| e.is::<BodyTimeout>()) {
+        return ProxyError::BodyTimeout;
     }
-    ProxyError::UpstreamReset
+    let first_hyper = chain().find_map(|e| e.downcast_ref::<hyper::Error>());
+    match first_hyper {
+        // The request body failed on the client's side (bad chunk framing
+        // found late, or the client stopped mid-body): not the upstream's fault.
+        Some(h) if h.is_user() => ProxyError::BadRequest,
+        Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => {
+            ProxyError::UpstreamProtocol
+        }
+        _ => ProxyError::UpstreamReset,
+    }
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new one.

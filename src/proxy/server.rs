@@ -25,6 +25,7 @@ use crate::config::{Limits, Listener};
 pub struct ListenerSettings {
     pub builder: auto::Builder<TokioExecutor>,
     pub body_timeout: Duration,
+    pub header_timeout: Duration,
     /// The largest request head hyper buffers; the framing inspector stops
     /// looking past it (hyper answers 431 there).
     pub max_head_bytes: usize,
@@ -66,6 +67,7 @@ impl ListenerSettings {
         Self {
             builder,
             body_timeout: cfg.body_timeout,
+            header_timeout: cfg.header_timeout,
             max_head_bytes,
         }
     }
@@ -133,14 +135,22 @@ async fn serve_connection(
     // Content-Length) before the service sees it; the inspector reads the raw
     // bytes so such requests are refused instead of forwarded.
     let verdict = Verdict::new();
-    let io = Inspect::new(stream, verdict.clone(), settings.max_head_bytes);
+    let io = Inspect::new(
+        stream,
+        verdict.clone(),
+        settings.max_head_bytes,
+        settings.header_timeout,
+    );
     let requests = Arc::new(AtomicU64::new(0));
     let svc = {
         let shared = shared.clone();
         service_fn(move |req| {
             let gen = shared.current.load_full();
             let clean = !verdict.is_bad(requests.fetch_add(1, Ordering::Relaxed));
-            async move { Ok::<_, Infallible>(handler::handle(gen, info, clean, req).await) }
+            // Boxed so an idle keep-alive connection does not keep room for
+            // a whole request's state (hyper keeps the in-flight slot).
+            let served = Box::pin(handler::handle(gen, info, clean, req));
+            async move { Ok::<_, Infallible>(served.await) }
         })
     };
     let conn = settings

@@ -175,11 +175,12 @@ pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let ip = fwd.client_ip.to_string();
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
+    let mut xff = String::new();
+    for prev in headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()) {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    xff.push_str(&fwd.client_ip.to_string());
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(XFF, v);
     }
