@@ -12,7 +12,7 @@ use http::header::{
 };
 use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -69,7 +69,7 @@ pub async fn handle(
     };
     let mut res = result.unwrap_or_else(|e| {
         metrics.proxy_error(e.reason());
-        e.to_response(style)
+        e.to_response(style).map(Either::Right)
     });
     res.headers_mut().insert(REQUEST_ID, request_id);
     metrics.response(res.status());
@@ -84,11 +84,15 @@ pub async fn handle(
     )
 }
 
+/// A response on its way out: the upstream's body as hyper gave it, or one
+/// the proxy made. Boxed once, in [`finish`].
+type Served = http::Response<Either<Incoming, crate::Body>>;
+
 /// Wraps the response body so in-flight and duration cover the whole stream.
 fn finish(
-    res: Response,
+    res: Served,
     idle: Option<Duration>,
-    metrics: RouteMetrics,
+    metrics: Arc<RouteMetrics>,
     start: Instant,
 ) -> Response {
     let guard = OnDone::new(move || {
@@ -125,10 +129,10 @@ async fn serve(
     conn: ConnInfo,
     req: http::Request<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response, ProxyError> {
+) -> Result<Served, ProxyError> {
     match &route.target {
         Target::Respond(r) => {
-            let mut res = http::Response::new(error::full(r.body.clone()));
+            let mut res = http::Response::new(Either::Right(error::full(r.body.clone())));
             *res.status_mut() = r.status;
             *res.headers_mut() = r.headers.clone();
             Ok(res)
@@ -143,7 +147,7 @@ async fn forward(
     conn: ConnInfo,
     mut req: http::Request<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response, ProxyError> {
+) -> Result<Served, ProxyError> {
     let tunnel = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     if let Some(host) = absolute_form_host(&parts.uri) {
@@ -197,7 +201,7 @@ async fn forward(
     }
     let upgraded = tunnel.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
     upstream::strip_hop_by_hop(&mut parts.headers, upgraded);
-    let mut res = http::Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+    let mut res = http::Response::from_parts(parts, Either::Left(body));
     if let (true, Some(client)) = (upgraded, tunnel) {
         upgrade::spawn_tunnel(client, hyper::upgrade::on(&mut res));
     }
@@ -227,7 +231,11 @@ fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     match first_hyper {
         // The request body failed on the client's side (bad chunk framing
         // found late, or the client stopped mid-body): not the upstream's fault.
-        Some(h) if h.is_user() => ProxyError::BadRequest,
+        // (A user error carrying the client body's own error; hyper's other
+        // user errors, such as a dispatch task gone at shutdown, are not.)
+        Some(h) if h.is_user() && h.source().is_some_and(|s| s.is::<hyper::Error>()) => {
+            ProxyError::BadRequest
+        }
         Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => {
             ProxyError::UpstreamProtocol
         }
@@ -282,7 +290,7 @@ impl AccessLog {
         }
     }
 
-    fn emit(self, r: Option<&Route>, res: &Response, took: Duration) {
+    fn emit<B>(self, r: Option<&Route>, res: &http::Response<B>, took: Duration) {
         let route = r.map_or("-", |r| &*r.name);
         let upstream = match r.map(|r| &r.target) {
             Some(Target::Upstream(u)) => &*u.name,

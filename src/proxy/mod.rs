@@ -27,7 +27,7 @@ pub struct Generation {
     pub matchers: Vec<Match>,
     pub routes: Vec<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
-    pub no_route: RouteMetrics,
+    pub no_route: Arc<RouteMetrics>,
     pub access_log: AccessLogFormat,
 }
 
@@ -37,7 +37,7 @@ pub struct Route {
     pub target: Target,
     pub timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
-    pub metrics: RouteMetrics,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Where a route sends its requests.
@@ -83,14 +83,14 @@ impl Generation {
                 target,
                 timeout: r.timeout,
                 idle_timeout: r.idle_timeout,
-                metrics: metrics.route(&r.name),
+                metrics: Arc::new(metrics.route(&r.name)),
             });
         }
         Ok(Self {
             matchers: config.routes.iter().map(|r| r.matcher.clone()).collect(),
             routes,
             upstreams,
-            no_route: metrics.route(NO_ROUTE),
+            no_route: Arc::new(metrics.route(NO_ROUTE)),
             access_log: config.access_log,
             config,
         })

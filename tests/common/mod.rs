@@ -236,8 +236,8 @@ pub struct BinaryProxy {
 impl BinaryProxy {
     /// Writes `yaml` to a tempfile, runs the binary on it and waits (bounded)
     /// until the admin listener and every listener named in `yaml` have
-    /// logged their bound address and the signal handlers are installed, so
-    /// the test may send SIGHUP or SIGTERM at once.
+    /// logged their bound address, `/readyz` answers 200 and the signal
+    /// handlers are installed, so the test may send SIGHUP or SIGTERM at once.
     pub async fn start(yaml: &str) -> Self {
         let mut proxy = Self::spawn(yaml);
         proxy.admin = logged_addr(&proxy.wait_for_log(0, "admin listening addr=").await);
@@ -245,7 +245,7 @@ impl BinaryProxy {
             let addr = proxy.wait_for_listener(0, &name).await;
             proxy.listeners.insert(name, addr);
         }
-        proxy.wait_for_signal_handlers().await;
+        proxy.wait_until_ready().await;
         proxy
     }
 
@@ -292,20 +292,20 @@ impl BinaryProxy {
         }
     }
 
-    /// The binary logs its listeners before it installs its signal handlers,
-    /// and until then SIGHUP or SIGTERM would kill it outright. On Linux the
-    /// caught-signal mask in /proc tells when they are in place; elsewhere,
-    /// `/readyz` answering 200 is the closest sign.
-    async fn wait_for_signal_handlers(&self) {
+    /// Waits until `/readyz` answers 200 (every listener bound) and the
+    /// signal handlers are in place: until then SIGHUP or SIGTERM would kill
+    /// the process outright. On Linux the caught-signal mask in /proc tells
+    /// when they are; elsewhere only readiness is waited for.
+    async fn wait_until_ready(&self) {
+        let url = self.admin_url("/readyz");
+        eventually("/readyz answers 200", || async {
+            (get_within(&url).await.0 == http::StatusCode::OK).then_some(())
+        })
+        .await;
         // Bits of SIGHUP (1), SIGINT (2) and SIGTERM (15).
         const HUP_INT_TERM: u64 = 1 | 1 << 1 | 1 << 14;
         let status = format!("/proc/{}/status", self.pid);
         if std::fs::metadata(&status).is_err() {
-            let url = self.admin_url("/readyz");
-            eventually("/readyz answers 200", || async {
-                (get_within(&url).await.0 == http::StatusCode::OK).then_some(())
-            })
-            .await;
             return;
         }
         eventually("breakwater installs its signal handlers", || async {
