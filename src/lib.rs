@@ -24,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 
 use bytes::Bytes;
 

@@ -18,6 +18,13 @@ pub struct Metrics {
     proxy_errors: IntCounterVec,
     reloads: IntCounterVec,
     connections: IntGaugeVec,
+    timeouts: IntCounterVec,
+    in_use: IntGaugeVec,
+    queued: IntGaugeVec,
+    shed: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_rejected: IntCounterVec,
 }
 
 /// Label used for requests that matched no route.
@@ -87,6 +94,47 @@ impl Metrics {
             &["listener"],
         )
         .expect("static metric definition");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
+        };
+        let timeouts = counter(
+            "breakwater_timeouts_total",
+            "Requests cut by the route timeout before the response head.",
+            &["route"],
+        );
+        let in_use = gauge(
+            "breakwater_concurrency_in_use",
+            "Concurrency permits held, response bodies included.",
+            &["route"],
+        );
+        let queued = gauge(
+            "breakwater_concurrency_queued",
+            "Requests waiting for a concurrency permit.",
+            &["route"],
+        );
+        let shed = counter(
+            "breakwater_shed_total",
+            "Requests refused by the concurrency limit (full, or queued too long).",
+            &["route"],
+        );
+        let breaker_state = gauge(
+            "breakwater_breaker_state",
+            "Circuit breaker state: 1 for the current state, 0 for the others.",
+            &["route", "state"],
+        );
+        let breaker_transitions = counter(
+            "breakwater_breaker_transitions_total",
+            "Circuit breaker state changes.",
+            &["route", "from", "to"],
+        );
+        let breaker_rejected = counter(
+            "breakwater_breaker_rejected_total",
+            "Requests failed fast by an open (or half-open, full) breaker.",
+            &["route"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("breakwater_build_info", "Build information; always 1."),
             &["version"],
@@ -104,6 +152,13 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(connections.clone()),
             Box::new(build_info),
+            Box::new(timeouts.clone()),
+            Box::new(in_use.clone()),
+            Box::new(queued.clone()),
+            Box::new(shed.clone()),
+            Box::new(breaker_state.clone()),
+            Box::new(breaker_transitions.clone()),
+            Box::new(breaker_rejected.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -119,6 +174,27 @@ impl Metrics {
             proxy_errors,
             reloads,
             connections,
+            timeouts,
+            in_use,
+            queued,
+            shed,
+            breaker_state,
+            breaker_transitions,
+            breaker_rejected,
+        }
+    }
+
+    /// Handles for one route's resilience layers.
+    pub fn resilience(&self, route: &str) -> ResilienceMetrics {
+        ResilienceMetrics {
+            timeouts: self.timeouts.with_label_values(&[route]),
+            in_use: self.in_use.with_label_values(&[route]),
+            queued: self.queued.with_label_values(&[route]),
+            shed: self.shed.with_label_values(&[route]),
+            breaker_rejected: self.breaker_rejected.with_label_values(&[route]),
+            breaker_state: self.breaker_state.clone(),
+            breaker_transitions: self.breaker_transitions.clone(),
+            route: route.into(),
         }
     }
 
@@ -197,6 +273,38 @@ impl RouteMetrics {
     pub fn proxy_error(&self, reason: &str) {
         self.proxy_errors
             .with_label_values(&[&self.route, reason])
+            .inc();
+    }
+}
+
+/// Per-route handles of the resilience layers.
+#[derive(Clone)]
+pub struct ResilienceMetrics {
+    pub timeouts: IntCounter,
+    pub in_use: IntGauge,
+    pub queued: IntGauge,
+    pub shed: IntCounter,
+    pub breaker_rejected: IntCounter,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    route: Box<str>,
+}
+
+impl ResilienceMetrics {
+    /// Sets the breaker state gauge: 1 for `current`, 0 for every other
+    /// state in `all`.
+    pub fn breaker_state(&self, all: &[&str], current: &str) {
+        for state in all {
+            self.breaker_state
+                .with_label_values(&[&*self.route, *state])
+                .set(i64::from(*state == current));
+        }
+    }
+
+    /// Counts a breaker transition.
+    pub fn breaker_transition(&self, from: &str, to: &str) {
+        self.breaker_transitions
+            .with_label_values(&[&*self.route, from, to])
             .inc();
     }
 }

@@ -156,7 +156,7 @@ pub enum Action {
     Respond(Respond),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Respond {
     pub status: StatusCode,
     pub body: Bytes,
@@ -207,7 +207,7 @@ pub struct Concurrency {
 /// Error-percentage circuit breaker (Hystrix semantics). Defaults follow
 /// Hystrix: a 10s window in 10 buckets, 20 requests minimum, 50% errors,
 /// open for 5s, one half-open probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Breaker {
     /// Rolling window. Default 10s.
     pub window: Duration,

@@ -33,27 +33,8 @@ pub(super) fn unsupported(raw: &RawConfig, file: &Path) -> Vec<Diagnostic> {
             "TLS to upstreams",
         );
     }
-    if let Some(defaults) = &raw.defaults {
-        let (concurrency, breaker) = (defaults.concurrency.is_some(), defaults.breaker.is_some());
-        not_yet(
-            concurrency,
-            "defaults.concurrency".into(),
-            "the concurrency limit",
-        );
-        not_yet(breaker, "defaults.breaker".into(), "the circuit breaker");
-    }
     for (i, r) in raw.routes.iter().flatten().enumerate() {
         let key = item("routes", i, r.name.as_deref());
-        not_yet(
-            r.concurrency.is_some(),
-            format!("{key}.concurrency"),
-            "the concurrency limit",
-        );
-        not_yet(
-            r.breaker.is_some(),
-            format!("{key}.breaker"),
-            "the circuit breaker",
-        );
         not_yet(
             r.lease.is_some(),
             format!("{key}.lease"),

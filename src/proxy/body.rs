@@ -1,6 +1,6 @@
 //! Body wrappers on the data path: a total deadline for request bodies, an
-//! idle timeout for response bodies, and a guard that runs when a response
-//! body ends (or is dropped), so in-flight counts and durations cover streams.
+//! idle timeout for response bodies that also reports how the body ended
+//! (so in-flight counts, permits and the breaker cover whole streams).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::resilience::BodyEnd;
 use crate::BoxError;
 
 /// The request body did not arrive within the listener's `body_timeout`.
@@ -72,51 +73,62 @@ where
     }
 }
 
-/// Runs its closure once, when dropped.
-pub struct OnDone<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> OnDone<F> {
-    pub fn new(f: F) -> Self {
-        Self(Some(f))
-    }
-}
-
-impl<F: FnOnce()> Drop for OnDone<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
 pin_project! {
-    /// A response body with an optional idle timeout and a guard released at
-    /// its end: the end of the stream, an error, or the client going away.
-    pub struct Tracked<B, G> {
+    /// A response body with an optional idle timeout that tells `on_end`
+    /// once how it ended: complete (with the `grpc-status` of its trailers,
+    /// if any), cut by the idle timeout, broken by the upstream, or dropped
+    /// because the client went away.
+    pub struct Tracked<B, F>
+    where
+        B: HttpBody,
+        F: FnOnce(BodyEnd, Option<u32>),
+    {
         #[pin]
         inner: B,
         idle: Option<Duration>,
         #[pin]
         sleep: Option<Sleep>,
-        guard: Option<G>,
+        on_end: Option<F>,
+        trailer_grpc: Option<u32>,
     }
-}
 
-impl<B, G> Tracked<B, G> {
-    pub fn new(inner: B, idle: Option<Duration>, guard: G) -> Self {
-        Self {
-            inner,
-            idle,
-            sleep: idle.map(tokio::time::sleep),
-            guard: Some(guard),
+    impl<B, F> PinnedDrop for Tracked<B, F>
+    where
+        B: HttpBody,
+        F: FnOnce(BodyEnd, Option<u32>),
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(f) = this.on_end.take() {
+                // hyper never polls a body that says it is empty.
+                let how = if this.inner.is_end_stream() {
+                    BodyEnd::Complete
+                } else {
+                    BodyEnd::ClientGone
+                };
+                f(how, *this.trailer_grpc);
+            }
         }
     }
 }
 
-impl<B, G> HttpBody for Tracked<B, G>
+impl<B: HttpBody, F: FnOnce(BodyEnd, Option<u32>)> Tracked<B, F> {
+    pub fn new(inner: B, idle: Option<Duration>, on_end: F) -> Self {
+        Self {
+            inner,
+            idle,
+            sleep: idle.map(tokio::time::sleep),
+            on_end: Some(on_end),
+            trailer_grpc: None,
+        }
+    }
+}
+
+impl<B, F> HttpBody for Tracked<B, F>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
+    F: FnOnce(BodyEnd, Option<u32>),
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -128,19 +140,32 @@ where
         let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    *this.trailer_grpc = crate::resilience::grpc_status(trailers);
+                }
                 if let (Some(idle), Some(sleep)) = (*this.idle, this.sleep.as_mut().as_pin_mut()) {
                     sleep.reset(Instant::now() + idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(other) => {
-                this.guard.take();
-                Poll::Ready(other.map(|r| r.map_err(Into::into)))
+            Poll::Ready(None) => {
+                if let Some(f) = this.on_end.take() {
+                    f(BodyEnd::Complete, *this.trailer_grpc);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(f) = this.on_end.take() {
+                    f(BodyEnd::UpstreamError, *this.trailer_grpc);
+                }
+                Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
                 if let Some(sleep) = this.sleep.as_pin_mut() {
                     ready!(sleep.poll(cx));
-                    this.guard.take();
+                    if let Some(f) = this.on_end.take() {
+                        f(BodyEnd::IdleTimeout, *this.trailer_grpc);
+                    }
                     return Poll::Ready(Some(Err(IdleTimeout.into())));
                 }
                 Poll::Pending
@@ -161,8 +186,7 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     fn pending_body() -> impl HttpBody<Data = Bytes, Error = BoxError> {
         StreamBody::new(futures_util::stream::pending::<
@@ -181,32 +205,89 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_timeout_fires_and_releases_the_guard() {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
+        let ended = Arc::new(Mutex::new(None));
+        let seen = ended.clone();
         let body = Tracked::new(
             pending_body(),
             Some(Duration::from_secs(2)),
-            OnDone::new(move || flag.store(true, Ordering::SeqCst)),
+            move |how, _| *seen.lock().expect("lock") = Some(how),
         );
         let mut body = std::pin::pin!(body);
         let err = body.frame().await.expect("a frame").expect_err("idle");
         assert!(err.is::<IdleTimeout>());
-        assert!(done.load(Ordering::SeqCst));
+        assert_eq!(*ended.lock().expect("lock"), Some(BodyEnd::IdleTimeout));
+    }
+
+    type Seen = Arc<Mutex<Option<(BodyEnd, Option<u32>)>>>;
+
+    fn recorder() -> (Seen, impl FnOnce(BodyEnd, Option<u32>)) {
+        let ended = Arc::new(Mutex::new(None));
+        let seen = ended.clone();
+        (ended, move |how, grpc| {
+            *seen.lock().expect("lock") = Some((how, grpc))
+        })
     }
 
     #[tokio::test]
-    async fn guard_runs_when_the_body_ends() {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
+    async fn end_is_reported_once_the_body_is_complete() {
+        let (ended, on_end) = recorder();
         let body = Tracked::new(
             http_body_util::Full::new(Bytes::from_static(b"hi")),
             None,
-            OnDone::new(move || flag.store(true, Ordering::SeqCst)),
+            on_end,
         );
         let mut body = std::pin::pin!(body);
         assert!(body.frame().await.is_some());
-        assert!(!done.load(Ordering::SeqCst));
+        assert!(ended.lock().expect("lock").is_none());
         assert!(body.frame().await.is_none());
-        assert!(done.load(Ordering::SeqCst));
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((BodyEnd::Complete, None))
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_status_is_read_from_trailers() {
+        let (ended, on_end) = recorder();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"x"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = Tracked::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            None,
+            on_end,
+        );
+        body.collect().await.expect("body");
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((BodyEnd::Complete, Some(14)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_midway_reports_the_client_gone() {
+        let (ended, on_end) = recorder();
+        drop(Tracked::new(pending_body(), None, on_end));
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((BodyEnd::ClientGone, None))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_dropped_unpolled_is_complete() {
+        let (ended, on_end) = recorder();
+        drop(Tracked::new(
+            http_body_util::Empty::<Bytes>::new(),
+            None,
+            on_end,
+        ));
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((BodyEnd::Complete, None))
+        );
     }
 }

@@ -35,6 +35,10 @@ pub enum ProxyError {
     BadRequest,
     /// `CONNECT`: the proxy is never a forward proxy.
     MethodNotAllowed,
+    /// The route's concurrency limit is full (and its queue, if any).
+    Overloaded,
+    /// The route's circuit breaker is open: failing fast.
+    BreakerOpen,
 }
 
 impl ProxyError {
@@ -50,6 +54,8 @@ impl ProxyError {
             Self::HeadersTooLarge | Self::PayloadTooLarge => "request-too-large",
             Self::BadRequest => "bad-request",
             Self::MethodNotAllowed => "method-not-allowed",
+            Self::Overloaded => "overloaded",
+            Self::BreakerOpen => "breaker-open",
         }
     }
 
@@ -65,6 +71,7 @@ impl ProxyError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Overloaded | Self::BreakerOpen => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +86,8 @@ impl ProxyError {
             Self::MethodNotAllowed => 12,                          // UNIMPLEMENTED
             Self::UpstreamUnreachable | Self::UpstreamReset => 14, // UNAVAILABLE
             Self::UpstreamProtocol => 13,                          // INTERNAL
+            Self::Overloaded => 8,                                 // RESOURCE_EXHAUSTED
+            Self::BreakerOpen => 14,                               // UNAVAILABLE
         }
     }
 
@@ -94,6 +103,8 @@ impl ProxyError {
             Self::PayloadTooLarge => "the request body is too large",
             Self::BadRequest => "the request is malformed or ambiguous",
             Self::MethodNotAllowed => "this proxy does not tunnel CONNECT requests",
+            Self::Overloaded => "too many requests in flight; retry later",
+            Self::BreakerOpen => "the upstream is failing; failing fast",
         }
     }
 

@@ -1,28 +1,25 @@
 //! The request path, top to bottom: refuse what is ambiguous, route, answer
 //! directly or forward, and account for the exchange (metrics, access log).
 
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE,
-};
-use http::{Method, StatusCode, Uri, Version};
-use http_body::Body as _;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::{Method, Version};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use tower::Service;
 
-use super::body::{BodyTimeout, Deadline, OnDone, Tracked};
+use super::body::Tracked;
 use super::error::{self, ProxyError, Style, REASON_HEADER};
 use super::router::{self, RequestView};
-use super::upstream::{self, Forwarded, Upstream};
-use super::{upgrade, Generation, Route, Target};
+use super::{Generation, Route, Target};
 use crate::config::AccessLogFormat;
 use crate::metrics::RouteMetrics;
+use crate::resilience::{self, Ending, Exchange, Hooks, Served};
 use crate::Response;
 
 /// The request id header: kept when the client sends one, generated otherwise.
@@ -64,7 +61,7 @@ pub async fn handle(
     metrics.in_flight.inc();
     let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
     let result = match route {
-        Some(route) => serve(route, conn, req, &request_id).await,
+        Some(route) => serve(route, conn, req, &request_id, style).await,
         None => Err(found.err().unwrap_or(ProxyError::NoRoute)),
     };
     let mut res = result.unwrap_or_else(|e| {
@@ -84,22 +81,36 @@ pub async fn handle(
     )
 }
 
-/// A response on its way out: the upstream's body as hyper gave it, or one
-/// the proxy made. Boxed once, in [`finish`].
-type Served = http::Response<Either<Incoming, crate::Body>>;
-
-/// Wraps the response body so in-flight and duration cover the whole stream.
+/// Boxes the response body once, wrapped so that in-flight counts,
+/// durations and the layers' end hooks cover the whole stream.
 fn finish(
-    res: Served,
+    mut res: Served,
     idle: Option<Duration>,
     metrics: Arc<RouteMetrics>,
     start: Instant,
 ) -> Response {
-    let guard = OnDone::new(move || {
-        metrics.in_flight.dec();
-        metrics.duration.observe(start.elapsed().as_secs_f64());
-    });
-    res.map(|body| Tracked::new(body, idle, guard).boxed_unsync())
+    let hooks = res.extensions_mut().remove::<Hooks>();
+    let status = res.status();
+    let head_grpc = resilience::grpc_status(res.headers());
+    res.map(|body| {
+        Tracked::new(body, idle, move |how, trailer_grpc| {
+            let elapsed = start.elapsed();
+            metrics.in_flight.dec();
+            metrics.duration.observe(elapsed.as_secs_f64());
+            if let Some(hooks) = hooks {
+                let ending = Ending {
+                    status,
+                    grpc_status: head_grpc.or(trailer_grpc),
+                    body: how,
+                    elapsed,
+                };
+                for hook in hooks.0 {
+                    hook.on_end(&ending);
+                }
+            }
+        })
+        .boxed_unsync()
+    })
 }
 
 /// Refuses what no route may see: tunnels and ambiguous HTTP/1 framing that
@@ -129,6 +140,7 @@ async fn serve(
     conn: ConnInfo,
     req: http::Request<Incoming>,
     request_id: &HeaderValue,
+    style: Style,
 ) -> Result<Served, ProxyError> {
     match &route.target {
         Target::Respond(r) => {
@@ -137,109 +149,17 @@ async fn serve(
             *res.headers_mut() = r.headers.clone();
             Ok(res)
         }
-        Target::Upstream(up) => forward(route, up, conn, req, request_id).await,
-    }
-}
-
-async fn forward(
-    route: &Route,
-    up: &Upstream,
-    conn: ConnInfo,
-    mut req: http::Request<Incoming>,
-    request_id: &HeaderValue,
-) -> Result<Served, ProxyError> {
-    let tunnel = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    if let Some(host) = absolute_form_host(&parts.uri) {
-        // RFC 9112 §3.2.2: an absolute-form target replaces the received Host.
-        parts.headers.insert(HOST, host);
-    }
-    let host = parts.headers.get(HOST).cloned();
-    let authority = parts
-        .uri
-        .authority()
-        .cloned()
-        .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()?.parse().ok()))
-        .unwrap_or_else(|| up.authority.clone());
-    let fwd_host = host.or_else(|| HeaderValue::from_str(authority.as_str()).ok());
-    upstream::strip_hop_by_hop(&mut parts.headers, tunnel.is_some());
-    upstream::add_forwarded(
-        &mut parts.headers,
-        &Forwarded {
-            client_ip: conn.peer.ip(),
-            proto: conn.proto,
-            host: fwd_host.as_ref(),
-        },
-    );
-    parts.headers.insert(REQUEST_ID, request_id.clone());
-    let mut uri = Uri::builder()
-        .scheme(up.scheme.clone())
-        .authority(authority);
-    if let Some(pq) = parts.uri.path_and_query() {
-        uri = uri.path_and_query(pq.clone());
-    }
-    parts.uri = uri.build().map_err(|_| ProxyError::BadRequest)?;
-    parts.version = up.version();
-    upstream::fit_host_to_version(&mut parts.headers, parts.version);
-    let body = if body.is_end_stream() {
-        error::empty()
-    } else {
-        Deadline::new(body, Instant::now() + conn.body_timeout).boxed_unsync()
-    };
-    let sent = up.client.request(http::Request::from_parts(parts, body));
-    let res = match route.timeout {
-        Some(t) => tokio::time::timeout(t, sent)
-            .await
-            .map_err(|_| ProxyError::Timeout)?,
-        None => sent.await,
-    }
-    .map_err(|e| classify(&e))?;
-    let (mut parts, body) = res.into_parts();
-    if parts.headers.contains_key(TRANSFER_ENCODING) && parts.headers.contains_key(CONTENT_LENGTH) {
-        // Conflicting framing (RFC 9112 §6.3): never forwarded as if clean.
-        return Err(ProxyError::UpstreamProtocol);
-    }
-    let upgraded = tunnel.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    upstream::strip_hop_by_hop(&mut parts.headers, upgraded);
-    let mut res = http::Response::from_parts(parts, Either::Left(body));
-    if let (true, Some(client)) = (upgraded, tunnel) {
-        upgrade::spawn_tunnel(client, hyper::upgrade::on(&mut res));
-    }
-    Ok(res)
-}
-
-/// The `Host` an absolute-form target implies: host and port, never userinfo.
-fn absolute_form_host(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let value = match uri.port_u16() {
-        Some(port) => HeaderValue::try_from(format!("{host}:{port}")),
-        None => HeaderValue::from_str(host),
-    };
-    value.ok()
-}
-
-/// Names what went wrong with an upstream exchange.
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    if err.is_connect() {
-        return ProxyError::UpstreamUnreachable;
-    }
-    let chain = || std::iter::successors(err.source(), |e| (*e).source());
-    if chain().any(|e| e.is::<BodyTimeout>()) {
-        return ProxyError::BodyTimeout;
-    }
-    let first_hyper = chain().find_map(|e| e.downcast_ref::<hyper::Error>());
-    match first_hyper {
-        // The request body failed on the client's side (bad chunk framing
-        // found late, or the client stopped mid-body): not the upstream's fault.
-        // (A user error carrying the client body's own error; hyper's other
-        // user errors, such as a dispatch task gone at shutdown, are not.)
-        Some(h) if h.is_user() && h.source().is_some_and(|s| s.is::<hyper::Error>()) => {
-            ProxyError::BadRequest
+        Target::Upstream(stack) => {
+            let ex = Exchange {
+                req,
+                conn,
+                request_id: request_id.clone(),
+                style,
+            };
+            let mut stack = stack.clone();
+            std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;
+            stack.call(ex).await
         }
-        Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => {
-            ProxyError::UpstreamProtocol
-        }
-        _ => ProxyError::UpstreamReset,
     }
 }
 
@@ -292,10 +212,9 @@ impl AccessLog {
 
     fn emit<B>(self, r: Option<&Route>, res: &http::Response<B>, took: Duration) {
         let route = r.map_or("-", |r| &*r.name);
-        let upstream = match r.map(|r| &r.target) {
-            Some(Target::Upstream(u)) => &*u.name,
-            _ => "-",
-        };
+        let upstream = r
+            .and_then(|r| r.upstream.as_deref())
+            .map_or("-", |u| &*u.name);
         let reason = res
             .headers()
             .get(REASON_HEADER)

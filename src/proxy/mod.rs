@@ -3,10 +3,12 @@
 
 pub mod body;
 pub mod error;
+pub mod forward;
 pub mod framing;
 pub mod handler;
 pub mod router;
 pub mod server;
+pub mod stack;
 pub mod upgrade;
 pub mod upstream;
 
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use crate::config::{self, AccessLogFormat, Config, Match, Respond};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::resilience::breaker::BreakerCell;
+use crate::resilience::limit::Limiter;
 use crate::BoxError;
 use upstream::Upstream;
 
@@ -38,11 +42,17 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub metrics: Arc<RouteMetrics>,
+    /// Kept for the admin API and for reloads, which keep the state of
+    /// routes whose limit or breaker config is unchanged.
+    pub limiter: Option<Arc<Limiter>>,
+    pub breaker: Option<Arc<BreakerCell>>,
+    /// The upstream an upstream route sends to.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// Where a route sends its requests.
 pub enum Target {
-    Upstream(Arc<Upstream>),
+    Upstream(stack::Stack),
     Respond(Respond),
 }
 
@@ -71,19 +81,45 @@ impl Generation {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let target = match &r.action {
-                config::Action::Respond(respond) => Target::Respond(respond.clone()),
+            let old = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
+            let name: Arc<str> = r.name.as_str().into();
+            let res_metrics = metrics.resilience(&r.name);
+            let limiter = r
+                .concurrency
+                .map(|c| match old.and_then(|o| o.limiter.clone()) {
+                    Some(l) if l.config == c => l,
+                    _ => Limiter::new(c, res_metrics.clone()),
+                });
+            let breaker = r
+                .breaker
+                .as_ref()
+                .map(|b| match old.and_then(|o| o.breaker.clone()) {
+                    Some(cell) if cell.config == *b => cell,
+                    _ => BreakerCell::new(name.clone(), b.clone(), res_metrics.clone()),
+                });
+            let (target, upstream) = match &r.action {
+                config::Action::Respond(respond) => (Target::Respond(respond.clone()), None),
                 config::Action::Upstream(i) => {
-                    let name = &config.upstreams[*i].name;
-                    Target::Upstream(upstreams[name].clone())
+                    let up = upstreams[&config.upstreams[*i].name].clone();
+                    let stack = stack::build(
+                        up.clone(),
+                        limiter.clone(),
+                        breaker.clone(),
+                        r.timeout,
+                        &res_metrics,
+                    );
+                    (Target::Upstream(stack), Some(up))
                 }
             };
             routes.push(Route {
-                name: r.name.as_str().into(),
+                name,
                 target,
                 timeout: r.timeout,
                 idle_timeout: r.idle_timeout,
                 metrics: Arc::new(metrics.route(&r.name)),
+                limiter,
+                breaker,
+                upstream,
             });
         }
         Ok(Self {

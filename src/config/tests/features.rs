@@ -111,19 +111,6 @@ fn spec_example_is_refused_only_for_features_this_build_lacks() {
         ),
         format!(": upstreams.app.tls: {}", unavailable("TLS to upstreams")),
         format!(
-            ": defaults.concurrency: {}",
-            unavailable("the concurrency limit")
-        ),
-        format!(": defaults.breaker: {}", unavailable("the circuit breaker")),
-        format!(
-            ": routes[0] (orders-write).concurrency: {}",
-            unavailable("the concurrency limit")
-        ),
-        format!(
-            ": routes[0] (orders-write).breaker: {}",
-            unavailable("the circuit breaker")
-        ),
-        format!(
             ": routes[0] (orders-write).lease: {}",
             unavailable("single-writer leasing")
         ),

@@ -1,5 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`.
-//! Plain HTTP/1.1 on a separate (by default loopback) address.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`,
+//! `/status`, `/status.json`, `/breakers`. Plain HTTP on a separate (by
+//! default loopback) address.
+
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,18 +64,28 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut stop: watc
 }
 
 fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    let path = req.uri().path();
+    if req.method() == Method::POST {
+        return match path
+            .strip_prefix("/breakers/")
+            .and_then(|p| p.split_once('/'))
+        {
+            Some((route, action)) => override_breaker(state, route, action),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
     }
-    match req.uri().path() {
-        "/metrics" => {
-            let mut res = http::Response::new(full(Bytes::from(state.metrics.render())));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            res
-        }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, or POST for /breakers/ROUTE/ACTION\n",
+        );
+    }
+    match path {
+        "/metrics" => with_type(
+            StatusCode::OK,
+            state.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.ready.load(Ordering::Acquire) {
@@ -83,27 +96,55 @@ fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
         }
         "/config" => {
             let yaml = state.shared.current.load().config.redacted_yaml.clone();
-            let mut res = http::Response::new(full(Bytes::from(yaml)));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/yaml; charset=utf-8"),
-            );
-            res
+            with_type(StatusCode::OK, yaml, "application/yaml; charset=utf-8")
         }
+        "/status" => {
+            let html = status::status_html(&state.shared.current.load());
+            with_type(StatusCode::OK, html, "text/html; charset=utf-8")
+        }
+        "/status.json" => json(
+            StatusCode::OK,
+            &status::status_json(&state.shared.current.load()),
+        ),
+        "/breakers" => json(
+            StatusCode::OK,
+            &status::breakers_json(&state.shared.current.load()),
+        ),
         "/" => text(
             StatusCode::OK,
-            "breakwater admin: /metrics /healthz /readyz /config\n",
+            "breakwater admin: /metrics /healthz /readyz /config /status /status.json /breakers\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    let mut res = http::Response::new(full(Bytes::from_static(body.as_bytes())));
+fn override_breaker(state: &AdminState, route: &str, action: &str) -> Response {
+    use status::Override;
+    match status::override_breaker(&state.shared.current.load(), route, action) {
+        Override::Done(v) => json(StatusCode::OK, &v),
+        Override::NoSuchRoute => text(StatusCode::NOT_FOUND, "no such route\n"),
+        Override::NoBreaker => text(StatusCode::CONFLICT, "this route has no breaker\n"),
+        Override::UnknownAction => text(
+            StatusCode::NOT_FOUND,
+            "unknown action; use open, close or reset\n",
+        ),
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    let mut body = v.to_string();
+    body.push('\n');
+    with_type(status, body, "application/json")
+}
+
+fn with_type(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response {
+    let mut res = http::Response::new(full(body.into()));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    with_type(status, body, "text/plain; charset=utf-8")
 }

@@ -1,0 +1,103 @@
+//! Per-route resilience: tower layers stacked in front of the upstream, in
+//! the order the route stack is built in [`crate::proxy::stack`]:
+//! lease gate → concurrency [`limit`] → circuit [`breaker`] → [`timeout`] → upstream.
+//!
+//! Layers speak one request type ([`Exchange`]), one response type
+//! ([`Served`]) and one error type ([`ProxyError`]), so the stack is a
+//! concrete type (no boxing per layer). Some layers care about how an
+//! exchange *ends* — a permit is held until the response body is done; the
+//! breaker reads `grpc-status` from trailers — so they attach an [`EndHook`]
+//! to the response, run when the body ends or is dropped.
+
+pub mod breaker;
+pub mod limit;
+pub mod timeout;
+
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use crate::proxy::error::{ProxyError, Style};
+use crate::proxy::handler::ConnInfo;
+
+/// A request on its way through a route's stack, with what the layers and
+/// the upstream need to know about it. (Generic over the body so layers can
+/// be tested without sockets; the proxy uses hyper's `Incoming`.)
+pub struct Exchange<B = Incoming> {
+    pub req: http::Request<B>,
+    pub conn: ConnInfo,
+    pub request_id: HeaderValue,
+    pub style: Style,
+}
+
+/// A response on its way out: the upstream's body as hyper gave it, or one
+/// the proxy made. Boxed once, when the response leaves the handler.
+pub type Served = http::Response<Either<Incoming, crate::Body>>;
+
+/// What every layer's future resolves to.
+pub type Outcome = Result<Served, ProxyError>;
+
+/// How an exchange ended, known when the response body is done.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending {
+    pub status: StatusCode,
+    /// `grpc-status` from the response head or, if absent there, the trailers.
+    pub grpc_status: Option<u32>,
+    pub body: BodyEnd,
+    /// From the start of the request to the end of the response body.
+    pub elapsed: Duration,
+}
+
+/// How the response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every byte (and the trailers) reached the client.
+    Complete,
+    /// The body stopped moving for longer than the route's `idle_timeout`.
+    IdleTimeout,
+    /// The upstream broke the body off.
+    UpstreamError,
+    /// The client went away first: not the upstream's doing.
+    ClientGone,
+}
+
+/// Told once how an exchange ended. Dropping a hook without calling it must
+/// release what it holds (the exchange was abandoned).
+pub trait EndHook: Send + Sync + 'static {
+    fn on_end(self: Box<Self>, ending: &Ending);
+}
+
+/// The hooks attached to one response, carried in its extensions.
+#[derive(Default)]
+pub struct Hooks(pub Vec<Box<dyn EndHook>>);
+
+impl Clone for Hooks {
+    /// Extensions must be `Clone`; hooks are owned by exactly one response,
+    /// so a clone carries none.
+    fn clone(&self) -> Self {
+        Self(Vec::new())
+    }
+}
+
+/// Attaches a hook to a response.
+pub fn attach(res: &mut Served, hook: Box<dyn EndHook>) {
+    match res.extensions_mut().get_mut::<Hooks>() {
+        Some(hooks) => hooks.0.push(hook),
+        None => {
+            res.extensions_mut().insert(Hooks(vec![hook]));
+        }
+    }
+}
+
+/// Reads `grpc-status` from a header map.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,188 @@
+//! The route timeout: bounds the exchange up to the response head. A shorter
+//! incoming `grpc-timeout` wins, and gRPC upstreams are told the budget. On
+//! expiry the inner future — the upstream request — is dropped, so its
+//! connection is reset or its stream cancelled and the work is released
+//! (not left running, as hystrix-go does).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use pin_project_lite::pin_project;
+use prometheus::IntCounter;
+use tokio::time::Sleep;
+use tower::Service;
+
+use super::{Exchange, Outcome};
+use crate::proxy::error::{ProxyError, Style};
+
+/// The timeout layer's service.
+#[derive(Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    limit: Option<Duration>,
+    timeouts: IntCounter,
+}
+
+impl<S> Timeout<S> {
+    /// `limit` None: only an incoming `grpc-timeout` bounds the exchange.
+    pub fn new(inner: S, limit: Option<Duration>, timeouts: IntCounter) -> Self {
+        Self {
+            inner,
+            limit,
+            timeouts,
+        }
+    }
+}
+
+impl<S, B> Service<Exchange<B>> for Timeout<S>
+where
+    S: Service<Exchange<B>, Response = super::Served, Error = ProxyError>,
+{
+    type Response = super::Served;
+    type Error = ProxyError;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut ex: Exchange<B>) -> Self::Future {
+        let budget = if ex.style == Style::Grpc {
+            let asked = ex
+                .req
+                .headers()
+                .get("grpc-timeout")
+                .and_then(parse_grpc_timeout);
+            let budget = min_some(self.limit, asked);
+            if let Some(b) = budget {
+                ex.req
+                    .headers_mut()
+                    .insert("grpc-timeout", format_grpc_timeout(b));
+            }
+            budget
+        } else {
+            self.limit
+        };
+        TimeoutFuture {
+            inner: self.inner.call(ex),
+            sleep: budget.map(tokio::time::sleep),
+            timeouts: self.timeouts.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// Resolves to the inner outcome, or to [`ProxyError::Timeout`] at the
+    /// deadline (dropping the inner future with it).
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        timeouts: IntCounter,
+    }
+}
+
+impl<F: Future<Output = Outcome>> Future for TimeoutFuture<F> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(out);
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => {
+                std::task::ready!(sleep.poll(cx));
+                this.timeouts.inc();
+                Poll::Ready(Err(ProxyError::Timeout))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses a gRPC `TimeoutValue TimeoutUnit`: up to 8 digits and one of
+/// `H M S m u n`. Anything else is ignored, as the gRPC spec allows.
+pub fn parse_grpc_timeout(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?;
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats a budget in the finest unit that fits gRPC's 8 digits.
+pub fn format_grpc_timeout(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let (n, unit) = if d.as_micros() <= MAX {
+        (d.as_micros(), 'u')
+    } else if d.as_millis() <= MAX {
+        (d.as_millis(), 'm')
+    } else {
+        (u128::from(d.as_secs()).min(MAX), 'S')
+    };
+    HeaderValue::try_from(format!("{n}{unit}")).unwrap_or(HeaderValue::from_static("99999999S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let p = |s: &'static str| parse_grpc_timeout(&HeaderValue::from_static(s));
+        assert_eq!(p("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(p("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(p("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(p("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(p("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(p("9n"), Some(Duration::from_nanos(9)));
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_ignored() {
+        let p = |s: &'static str| parse_grpc_timeout(&HeaderValue::from_static(s));
+        assert_eq!(p(""), None);
+        assert_eq!(p("m"), None);
+        assert_eq!(p("123456789m"), None);
+        assert_eq!(p("12x"), None);
+        assert_eq!(p("-1S"), None);
+    }
+
+    #[test]
+    fn budgets_format_in_the_finest_unit_that_fits() {
+        assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(1000)), "1000000m");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(200_000)), "200000S");
+    }
+
+    #[test]
+    fn the_shorter_of_route_and_caller_deadline_wins() {
+        let s = Duration::from_secs;
+        assert_eq!(min_some(Some(s(2)), Some(s(1))), Some(s(1)));
+        assert_eq!(min_some(None, Some(s(1))), Some(s(1)));
+        assert_eq!(min_some(Some(s(2)), None), Some(s(2)));
+        assert_eq!(min_some(None, None), None);
+    }
+}
