@@ -728,3 +728,28 @@ async fn h2_header_list_over_max_header_bytes_is_refused_and_proxy_stays_up() {
         1 + usize::from(reused.is_some())
     );
 }
+
+#[tokio::test]
+async fn h2_request_with_more_headers_than_max_headers_gets_431() {
+    let (proxy, seen) = guarded().await;
+    let addr = proxy.addr();
+    let (client, _conn) = h2_connect(addr).await;
+    let mut client = timeout(BOUND, client.ready())
+        .await
+        .expect("ready within the bound")
+        .expect("ready");
+    let mut req = http::Request::get(format!("http://{addr}/many"));
+    for i in 0..30 {
+        req = req.header(format!("x-h-{i}"), "v");
+    }
+    let (response, _stream) = client
+        .send_request(req.body(()).expect("request"), true)
+        .expect("send");
+    let res = timeout(BOUND, response)
+        .await
+        .expect("answered within the bound")
+        .expect("a response");
+    assert_eq!(res.status(), 431);
+    assert_eq!(res.headers()["x-breakwater-reason"], "request-too-large");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "upstream was reached");
+}

@@ -29,8 +29,6 @@ pub enum ProxyError {
     BodyTimeout,
     /// The request head is larger than the limits allow.
     HeadersTooLarge,
-    /// The request body is larger than allowed.
-    PayloadTooLarge,
     /// The request is malformed or ambiguous.
     BadRequest,
     /// `CONNECT`: the proxy is never a forward proxy.
@@ -51,7 +49,7 @@ impl ProxyError {
             Self::UpstreamReset => "upstream-reset",
             Self::Timeout => "timeout",
             Self::BodyTimeout => "body-timeout",
-            Self::HeadersTooLarge | Self::PayloadTooLarge => "request-too-large",
+            Self::HeadersTooLarge => "request-too-large",
             Self::BadRequest => "bad-request",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Overloaded => "overloaded",
@@ -68,7 +66,6 @@ impl ProxyError {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::BreakerOpen => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,7 +78,7 @@ impl ProxyError {
             Self::NoRoute => 12,                                   // UNIMPLEMENTED
             Self::Timeout => 4,                                    // DEADLINE_EXCEEDED
             Self::BodyTimeout => 4,                                // DEADLINE_EXCEEDED
-            Self::HeadersTooLarge | Self::PayloadTooLarge => 8,    // RESOURCE_EXHAUSTED
+            Self::HeadersTooLarge => 8,                            // RESOURCE_EXHAUSTED
             Self::BadRequest => 3,                                 // INVALID_ARGUMENT
             Self::MethodNotAllowed => 12,                          // UNIMPLEMENTED
             Self::UpstreamUnreachable | Self::UpstreamReset => 14, // UNAVAILABLE
@@ -100,7 +97,6 @@ impl ProxyError {
             Self::Timeout => "the upstream did not respond in time",
             Self::BodyTimeout => "the request body did not arrive in time",
             Self::HeadersTooLarge => "the request headers are too large",
-            Self::PayloadTooLarge => "the request body is too large",
             Self::BadRequest => "the request is malformed or ambiguous",
             Self::MethodNotAllowed => "this proxy does not tunnel CONNECT requests",
             Self::Overloaded => "too many requests in flight; retry later",
@@ -113,7 +109,7 @@ impl ProxyError {
     fn closes_connection(self) -> bool {
         matches!(
             self,
-            Self::BadRequest | Self::BodyTimeout | Self::HeadersTooLarge | Self::PayloadTooLarge
+            Self::BadRequest | Self::BodyTimeout | Self::HeadersTooLarge
         )
     }
 

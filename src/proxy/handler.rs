@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The listener's total budget for a request body.
     pub body_timeout: Duration,
+    /// `limits.max_headers`; hyper enforces it for HTTP/1, this for HTTP/2.
+    pub max_headers: usize,
 }
 
 /// Serves one request with one configuration generation. `framing_ok` is
@@ -47,7 +49,7 @@ pub async fn handle(
     let start = Instant::now();
     let request_id = request_id(req.headers());
     let style = Style::of(req.headers());
-    let found = check(&req, framing_ok).and_then(|()| {
+    let found = check(&req, framing_ok, conn.max_headers).and_then(|()| {
         let view = RequestView {
             host: router::request_host(req.uri(), req.headers()),
             path: req.uri().path(),
@@ -115,9 +117,16 @@ fn finish(
 
 /// Refuses what no route may see: tunnels and ambiguous HTTP/1 framing that
 /// the HTTP parser let through.
-fn check(req: &http::Request<Incoming>, framing_ok: bool) -> Result<(), ProxyError> {
+fn check(
+    req: &http::Request<Incoming>,
+    framing_ok: bool,
+    max_headers: usize,
+) -> Result<(), ProxyError> {
     if !framing_ok {
         return Err(ProxyError::BadRequest);
+    }
+    if req.headers().len() > max_headers {
+        return Err(ProxyError::HeadersTooLarge);
     }
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);

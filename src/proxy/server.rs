@@ -26,6 +26,7 @@ pub struct ListenerSettings {
     pub builder: auto::Builder<TokioExecutor>,
     pub body_timeout: Duration,
     pub header_timeout: Duration,
+    pub max_headers: usize,
     /// The largest request head hyper buffers; the framing inspector stops
     /// looking past it (hyper answers 431 there).
     pub max_head_bytes: usize,
@@ -68,6 +69,7 @@ impl ListenerSettings {
             builder,
             body_timeout: cfg.body_timeout,
             header_timeout: cfg.header_timeout,
+            max_headers: limits.max_headers,
             max_head_bytes,
         }
     }
@@ -129,6 +131,7 @@ async fn serve_connection(
         peer,
         proto: "http",
         body_timeout: settings.body_timeout,
+        max_headers: settings.max_headers,
     };
     let mut drain = shared.drain.subscribe();
     // hyper normalises some ambiguous HTTP/1 framing (CL+TE, repeated
