@@ -63,7 +63,7 @@ pub async fn handle(
     metrics.in_flight.inc();
     let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
     let result = match route {
-        Some(route) => serve(route, conn, req, &request_id, style).await,
+        Some(route) => serve(route, conn, req, &request_id, style, start).await,
         None => Err(found.err().unwrap_or(ProxyError::NoRoute)),
     };
     let mut res = result.unwrap_or_else(|e| {
@@ -150,6 +150,7 @@ async fn serve(
     req: http::Request<Incoming>,
     request_id: &HeaderValue,
     style: Style,
+    start: Instant,
 ) -> Result<Served, ProxyError> {
     match &route.target {
         Target::Respond(r) => {
@@ -164,6 +165,7 @@ async fn serve(
                 conn,
                 request_id: request_id.clone(),
                 style,
+                received: start,
             };
             let mut stack = stack.clone();
             std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;

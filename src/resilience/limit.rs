@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use super::{attach, EndHook, Ending, Exchange, Outcome, Served};
 use crate::config::Concurrency;
@@ -73,13 +74,12 @@ impl Limiter {
             return Err(self.shed());
         }
         self.metrics.queued.inc();
+        let _slot = QueueSlot(&self);
         let waited = tokio::time::timeout(
             self.config.queue_timeout,
             self.permits.clone().acquire_owned(),
         )
         .await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.queued.dec();
         match waited {
             Ok(Ok(permit)) => Ok(self.held(permit)),
             // Timed out in the queue (or the semaphore closed, which we never do).
@@ -88,8 +88,19 @@ impl Limiter {
     }
 }
 
+/// A place in the queue, given back when the wait ends — or when the
+/// waiting request is dropped (its client went away).
+struct QueueSlot<'a>(&'a Limiter);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queued.dec();
+    }
+}
+
 /// A permit and the gauge that counts it; both released on drop.
-struct Held {
+pub struct Held {
     _permit: OwnedSemaphorePermit,
     gauge: prometheus::IntGauge,
 }
@@ -128,7 +139,7 @@ where
 {
     type Response = Served;
     type Error = ProxyError;
-    type Future = BoxOutcome;
+    type Future = LimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
@@ -136,30 +147,62 @@ where
 
     fn call(&mut self, ex: Exchange<B>) -> Self::Future {
         let Some(limiter) = self.limiter.clone() else {
-            return Box::pin(self.inner.call(ex));
+            return LimitFuture::Running {
+                inner: self.inner.call(ex),
+                held: None,
+            };
         };
-        // Fast path: a free permit, or no queue to wait in — no waiting.
-        let immediate = match limiter.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(Ok(limiter.held(permit))),
-            Err(_) if limiter.config.queue == 0 => Some(Err(limiter.shed())),
-            Err(_) => None,
-        };
-        match immediate {
-            Some(Err(e)) => Box::pin(std::future::ready(Err(e))),
-            Some(Ok(held)) => Box::pin(with_permit(self.inner.call(ex), held)),
-            None => {
+        // Fast path: a free permit, or no queue to wait in — no waiting, no box.
+        match limiter.permits.clone().try_acquire_owned() {
+            Ok(permit) => LimitFuture::Running {
+                inner: self.inner.call(ex),
+                held: Some(limiter.held(permit)),
+            },
+            Err(_) if limiter.config.queue == 0 => LimitFuture::Shed {
+                error: Some(limiter.shed()),
+            },
+            Err(_) => {
                 let mut inner = self.inner.clone();
-                Box::pin(async move {
-                    let held = limiter.wait().await?;
-                    with_permit(inner.call(ex), held).await
-                })
+                LimitFuture::Queued {
+                    fut: Box::pin(async move {
+                        let held = limiter.wait().await?;
+                        let mut res = inner.ready().await?.call(ex).await?;
+                        attach(&mut res, Box::new(held));
+                        Ok(res)
+                    }),
+                }
             }
         }
     }
 }
 
-async fn with_permit<F: Future<Output = Outcome>>(fut: F, held: Held) -> Outcome {
-    let mut res = fut.await?;
-    attach(&mut res, Box::new(held));
-    Ok(res)
+pin_project! {
+    /// The limit's response future: running with a permit (or no limit),
+    /// shed, or waiting in the queue (boxed: the rare path).
+    #[project = LimitProj]
+    pub enum LimitFuture<F> {
+        Running { #[pin] inner: F, held: Option<Held> },
+        Shed { error: Option<ProxyError> },
+        Queued { fut: BoxOutcome },
+    }
+}
+
+impl<F: Future<Output = Outcome>> Future for LimitFuture<F> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match self.project() {
+            LimitProj::Running { inner, held } => {
+                let mut res = std::task::ready!(inner.poll(cx))?;
+                if let Some(held) = held.take() {
+                    attach(&mut res, Box::new(held));
+                }
+                Poll::Ready(Ok(res))
+            }
+            LimitProj::Shed { error } => {
+                Poll::Ready(Err(error.take().unwrap_or(ProxyError::Overloaded)))
+            }
+            LimitProj::Queued { fut } => fut.as_mut().poll(cx),
+        }
+    }
 }

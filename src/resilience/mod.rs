@@ -30,6 +30,9 @@ pub struct Exchange<B = Incoming> {
     pub conn: ConnInfo,
     pub request_id: HeaderValue,
     pub style: Style,
+    /// When the request head arrived: deadlines count from here, so time
+    /// spent queued for a permit is part of the budget.
+    pub received: tokio::time::Instant,
 }
 
 /// A response on its way out: the upstream's body as hyper gave it, or one

@@ -1,5 +1,6 @@
-//! The route timeout: bounds the exchange up to the response head. A shorter
-//! incoming `grpc-timeout` wins, and gRPC upstreams are told the budget. On
+//! The route timeout: bounds the exchange up to the response head, counted
+//! from the request's arrival (time queued for a permit included). A shorter
+//! incoming `grpc-timeout` wins, and gRPC upstreams are told what is left. On
 //! expiry the inner future — the upstream request — is dropped, so its
 //! connection is reset or its stream cancelled and the work is released
 //! (not left running, as hystrix-go does).
@@ -12,7 +13,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use pin_project_lite::pin_project;
 use prometheus::IntCounter;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use super::{Exchange, Outcome};
@@ -56,19 +57,21 @@ where
                 .headers()
                 .get("grpc-timeout")
                 .and_then(parse_grpc_timeout);
-            let budget = min_some(self.limit, asked);
-            if let Some(b) = budget {
-                ex.req
-                    .headers_mut()
-                    .insert("grpc-timeout", format_grpc_timeout(b));
-            }
-            budget
+            min_some(self.limit, asked)
         } else {
             self.limit
         };
+        let deadline = budget.map(|b| ex.received + b);
+        if let (Some(deadline), Style::Grpc) = (deadline, ex.style) {
+            // What is left of the caller's budget when the request leaves.
+            let left = deadline.saturating_duration_since(Instant::now());
+            ex.req
+                .headers_mut()
+                .insert("grpc-timeout", format_grpc_timeout(left));
+        }
         TimeoutFuture {
             inner: self.inner.call(ex),
-            sleep: budget.map(tokio::time::sleep),
+            sleep: deadline.map(tokio::time::sleep_until),
             timeouts: self.timeouts.clone(),
         }
     }

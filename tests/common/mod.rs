@@ -565,3 +565,50 @@ pub async fn scrape(url: &str) -> Vec<Sample> {
     assert_eq!(status, http::StatusCode::OK, "GET {url}: {body}");
     parse_metrics(&body)
 }
+
+// ---------------------------------------------------------------------------
+// Resilience and the admin API: refusals, breaker overrides, route status.
+
+/// The `x-breakwater-reason` of a response; "" when the upstream answered.
+pub fn reason_of(headers: &http::HeaderMap) -> &str {
+    headers
+        .get("x-breakwater-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// POSTs an empty body, bounded by [`WAIT`]; returns status, headers, body.
+pub async fn post_within(url: &str) -> (http::StatusCode, http::HeaderMap, String) {
+    let req = http::Request::post(url)
+        .body(full(Bytes::new()))
+        .expect("request");
+    let (parts, body) = within(&format!("POST {url}"), exchange(&h1_client(), req)).await;
+    (parts.status, parts.headers, body)
+}
+
+/// GETs an admin JSON endpoint (bounded) and parses it.
+pub async fn admin_json(proxy: &Proxy, path: &str) -> serde_json::Value {
+    let (status, _, body) = get_within(&proxy.admin_url(path)).await;
+    assert_eq!(status, http::StatusCode::OK, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+/// The `/breakers` entry of `route`.
+pub async fn breaker_of(proxy: &Proxy, route: &str) -> serde_json::Value {
+    let all = admin_json(proxy, "/breakers").await;
+    all["breakers"]
+        .as_array()
+        .and_then(|list| list.iter().find(|b| b["route"] == route))
+        .cloned()
+        .unwrap_or_else(|| panic!("no breaker for route {route} in /breakers: {all}"))
+}
+
+/// The `/status.json` entry of `route`.
+pub async fn route_status(proxy: &Proxy, route: &str) -> serde_json::Value {
+    let all = admin_json(proxy, "/status.json").await;
+    all["routes"]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["name"] == route))
+        .cloned()
+        .unwrap_or_else(|| panic!("no route {route} in /status.json: {all}"))
+}

@@ -122,8 +122,8 @@ impl BreakerCell {
         let c = &t.counts;
         tracing::warn!(
             route = %self.route,
-            from,
-            to,
+            from = %from,
+            to = %to,
             requests = c.total(),
             errors = c.errors(),
             timeouts = c.timeouts,
