@@ -5,11 +5,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
-use common::{eventually, get_within, metric, scrape, within, Proxy, Sample, WAIT};
+use common::{eventually, get_within, metric, scrape, Proxy, Sample};
 use http::StatusCode;
-use tokio::io::AsyncWriteExt;
 
 /// Routes `app` (a live upstream on /app) and `dead` (nothing listens, on
 /// /dead); any other path matches no route.
@@ -164,45 +162,10 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
 
 #[tokio::test]
 async fn promtool_finds_nothing_to_lint_in_the_metrics() {
-    let Some(promtool) = std::env::var_os("PROMTOOL") else {
-        eprintln!(
-            "SKIPPED: promtool_finds_nothing_to_lint_in_the_metrics: PROMTOOL is not set \
-             (./test.sh sets it); the /metrics exposition was NOT linted"
-        );
-        return;
-    };
     let proxy = proxy_with_traffic().await;
     let (status, _, body) = get_within(&proxy.admin_url("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
-
-    let mut child = tokio::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {promtool:?}: {e}"));
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    within(
-        "promtool reads the exposition",
-        stdin.write_all(body.as_bytes()),
-    )
-    .await
-    .expect("write to promtool");
-    // Closing stdin tells promtool the exposition is complete.
-    drop(stdin);
-    let out = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .expect("promtool finishes")
-        .expect("promtool output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
-        "promtool check metrics: {}\nstdout:\n{stdout}\nstderr:\n{stderr}\nexposition:\n{body}",
-        out.status
-    );
+    common::promtool_lint("the core metrics", &body).await;
 }
 
 #[tokio::test]

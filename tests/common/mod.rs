@@ -612,3 +612,45 @@ pub async fn route_status(proxy: &Proxy, route: &str) -> serde_json::Value {
         .cloned()
         .unwrap_or_else(|| panic!("no route {route} in /status.json: {all}"))
 }
+
+/// Lints a Prometheus exposition with `$PROMTOOL check metrics` (./test.sh
+/// sets PROMTOOL) and fails on any remark. Without PROMTOOL it says loudly
+/// that the lint was skipped.
+pub async fn promtool_lint(what: &str, exposition: &str) {
+    use tokio::io::AsyncWriteExt;
+    let Some(promtool) = std::env::var_os("PROMTOOL") else {
+        eprintln!(
+            "SKIPPED: promtool lint of {what}: PROMTOOL is not set \
+             (./test.sh sets it); the /metrics exposition was NOT linted"
+        );
+        return;
+    };
+    let mut child = tokio::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {promtool:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    within(
+        "promtool reads the exposition",
+        stdin.write_all(exposition.as_bytes()),
+    )
+    .await
+    .expect("write to promtool");
+    // Closing stdin tells promtool the exposition is complete.
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("promtool finishes")
+        .expect("promtool output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool check metrics ({what}): {}\nstdout:\n{stdout}\nstderr:\n{stderr}\nexposition:\n{exposition}",
+        out.status
+    );
+}
