@@ -21,6 +21,7 @@ use super::error::{self, ProxyError};
 use super::handler::REQUEST_ID;
 use super::upgrade;
 use super::upstream::{self, Forwarded, Upstream};
+use crate::config::Protocol;
 use crate::resilience::{Exchange, Outcome, Served};
 
 /// Forwards exchanges to one upstream.
@@ -64,13 +65,23 @@ async fn forward(up: Arc<Upstream>, ex: Exchange) -> Outcome {
         parts.headers.insert(HOST, host);
     }
     let host = parts.headers.get(HOST).cloned();
-    let authority = parts
+    let client_authority = parts
         .uri
         .authority()
         .cloned()
-        .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()?.parse().ok()))
-        .unwrap_or_else(|| up.authority.clone());
-    let fwd_host = host.or_else(|| HeaderValue::from_str(authority.as_str()).ok());
+        .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()?.parse().ok()));
+    let fwd_host = host.or_else(|| {
+        let a = client_authority.as_ref()?;
+        HeaderValue::from_str(a.as_str()).ok()
+    });
+    // The pool is keyed by the URI's authority. HTTP/1 requests carry the
+    // client's Host header unchanged, so their URI names the upstream: one
+    // pool per upstream, whatever Host clients send. HTTP/2 has no Host
+    // header; `:authority` comes from the URI, so it keeps the client's.
+    let authority = match (up.protocol, client_authority) {
+        (Protocol::Http2, Some(a)) => a,
+        _ => up.authority.clone(),
+    };
     upstream::strip_hop_by_hop(&mut parts.headers, tunnel.is_some());
     upstream::add_forwarded(
         &mut parts.headers,

@@ -104,13 +104,26 @@ pin_project_lite::pin_project! {
         // bytes by this deadline: hyper-util's HTTP/1-or-2 detection has no
         // timer of its own, and hyper's header timeout starts only after it.
         opening: Option<Pin<Box<Sleep>>>,
-        read_total: usize,
+        preface_seen: usize,
     }
 }
 
-/// The HTTP/2 connection preface's length: once this many bytes arrived,
-/// protocol detection is over.
-const PREFACE_LEN: usize = 24;
+/// The HTTP/2 connection preface. Protocol detection is over once the bytes
+/// read either differ from it (HTTP/1) or complete it (HTTP/2).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Advances `seen` (preface bytes matched so far) over `fresh`; true once
+/// the protocol is known.
+fn protocol_known(seen: &mut usize, fresh: &[u8]) -> bool {
+    for &b in fresh {
+        match PREFACE.get(*seen) {
+            Some(&p) if p == b => *seen += 1,
+            Some(_) => return true,
+            None => return true,
+        }
+    }
+    *seen >= PREFACE.len()
+}
 
 impl<IO> Inspect<IO> {
     /// `max_head_bytes` should be the head limit hyper enforces on the same
@@ -128,7 +141,7 @@ impl<IO> Inspect<IO> {
             scanner: Scanner::new(max_head_bytes),
             verdict,
             opening: Some(Box::pin(tokio::time::sleep(opening_timeout))),
-            read_total: 0,
+            preface_seen: 0,
         }
     }
 
@@ -160,11 +173,11 @@ impl<IO: AsyncRead> AsyncRead for Inspect<IO> {
             }
             other => return other,
         }
-        *this.read_total += buf.filled().len() - before;
-        if this.opening.is_some()
-            && (*this.read_total >= PREFACE_LEN || this.scanner.request_index() > 0)
-        {
-            *this.opening = None;
+        if this.opening.is_some() {
+            let fresh = buf.filled().get(before..).unwrap_or_default();
+            if protocol_known(this.preface_seen, fresh) {
+                *this.opening = None;
+            }
         }
         // Scan before returning: hyper may parse and dispatch these bytes as
         // soon as it gets them, and the verdict must be in place by then.
@@ -951,6 +964,24 @@ mod tests {
         assert_eq!(
             inspect.is_write_vectored(),
             inspect.get_ref().is_write_vectored()
+        );
+    }
+
+    #[test]
+    fn protocol_is_known_once_bytes_leave_or_complete_the_h2_preface() {
+        let mut seen = 0;
+        assert!(
+            protocol_known(&mut seen, b"G"),
+            "HTTP/1 from the first byte"
+        );
+        let mut seen = 0;
+        assert!(!protocol_known(&mut seen, b"PRI * HTTP/2.0\r\n"));
+        assert!(!protocol_known(&mut seen, b"\r\nSM\r\n"));
+        assert!(protocol_known(&mut seen, b"\r\n"), "the whole preface");
+        let mut seen = 0;
+        assert!(
+            protocol_known(&mut seen, b"PRIX"),
+            "diverges at the 4th byte"
         );
     }
 }

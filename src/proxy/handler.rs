@@ -60,7 +60,9 @@ pub async fn handle(
     });
     let route = found.ok().map(|i| &gen.routes[i]);
     let metrics = route.map_or(&gen.no_route, |r| &r.metrics);
-    metrics.in_flight.inc();
+    // Counted until the response body ends, or until this request is dropped
+    // (client reset or gone) before it has a response.
+    let in_flight = InFlight::new(metrics.clone());
     let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
     let result = match route {
         Some(route) => serve(route, conn, req, &request_id, style, start).await,
@@ -75,12 +77,23 @@ pub async fn handle(
     if let Some(log) = log {
         log.emit(route, &res, start.elapsed());
     }
-    finish(
-        res,
-        route.and_then(|r| r.idle_timeout),
-        metrics.clone(),
-        start,
-    )
+    finish(res, route.and_then(|r| r.idle_timeout), in_flight, start)
+}
+
+/// One request in a route's in-flight gauge, until dropped.
+struct InFlight(Arc<RouteMetrics>);
+
+impl InFlight {
+    fn new(metrics: Arc<RouteMetrics>) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 /// Boxes the response body once, wrapped so that in-flight counts,
@@ -88,7 +101,7 @@ pub async fn handle(
 fn finish(
     mut res: Served,
     idle: Option<Duration>,
-    metrics: Arc<RouteMetrics>,
+    in_flight: InFlight,
     start: Instant,
 ) -> Response {
     let hooks = res.extensions_mut().remove::<Hooks>();
@@ -97,8 +110,8 @@ fn finish(
     res.map(|body| {
         Tracked::new(body, idle, move |how, trailer_grpc| {
             let elapsed = start.elapsed();
-            metrics.in_flight.dec();
-            metrics.duration.observe(elapsed.as_secs_f64());
+            in_flight.0.duration.observe(elapsed.as_secs_f64());
+            drop(in_flight);
             if let Some(hooks) = hooks {
                 let ending = Ending {
                     status,

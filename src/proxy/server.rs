@@ -112,9 +112,12 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let settings = settings.load_full();
         let open = open.clone();
+        // Subscribed before the task runs, so a drain that starts now waits
+        // for this connection too.
+        let drain = shared.drain.subscribe();
         tokio::spawn(async move {
             open.inc();
-            serve_connection(shared, settings, stream, peer).await;
+            serve_connection(shared, settings, stream, peer, drain).await;
             open.dec();
         });
     }
@@ -126,6 +129,7 @@ async fn serve_connection(
     settings: Arc<ListenerSettings>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    mut drain: watch::Receiver<bool>,
 ) {
     let info = ConnInfo {
         peer,
@@ -133,7 +137,6 @@ async fn serve_connection(
         body_timeout: settings.body_timeout,
         max_headers: settings.max_headers,
     };
-    let mut drain = shared.drain.subscribe();
     // hyper normalises some ambiguous HTTP/1 framing (CL+TE, repeated
     // Content-Length) before the service sees it; the inspector reads the raw
     // bytes so such requests are refused instead of forwarded.

@@ -84,9 +84,8 @@ impl Upstream {
     }
 }
 
-/// Dials the upstream's address whatever authority the request carries, so
-/// the request keeps its own `Host`/`:authority` (transparency) while the
-/// pool still reuses connections.
+/// Dials the upstream's address whatever authority the request's URI
+/// carries, so HTTP/2 requests keep the client's `:authority`.
 #[derive(Clone)]
 pub struct FixedConnector {
     inner: HttpConnector,

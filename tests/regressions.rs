@@ -1,0 +1,93 @@
+//! Defects found in review, each pinned by the behaviour that was wrong:
+//! upstream pooling keyed by the client's Host, and the in-flight gauge of
+//! requests whose client went away before a response.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{eventually, full, h1_client, metric, scrape, Proxy};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream that answers 200 at once, or never for `/hang`, and counts
+/// the TCP connections it accepts.
+async fn connection_counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    if req.uri().path() == "/hang" {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Infallible>(http::Response::new(full("ok")))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn requests_with_many_different_hosts_share_one_upstream_pool() {
+    let (up, accepted) = connection_counting_upstream().await;
+    let proxy = Proxy::start(&common::config_for(up, "")).await;
+    let client = h1_client();
+    for i in 0..20 {
+        let req = http::Request::get(proxy.url("/"))
+            .header("host", format!("random-{i}.example"))
+            .body(full(Bytes::new()))
+            .expect("request");
+        let res = tokio::time::timeout(common::WAIT, client.request(req))
+            .await
+            .expect("answered within the bound")
+            .expect("response");
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.expect("body");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests reuse one upstream connection whatever their Host"
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_client_leaves_before_the_response_leaves_the_in_flight_gauge() {
+    let (up, _) = connection_counting_upstream().await;
+    let proxy = Proxy::start(&common::config_for(up, "")).await;
+    let in_flight = || async {
+        let samples = scrape(&proxy.admin_url("/metrics")).await;
+        metric(&samples, "breakwater_requests_in_flight", &[("route", "app")])
+    };
+
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    eventually("the hanging request is in flight", || async {
+        (in_flight().await == Some(1.0)).then_some(())
+    })
+    .await;
+
+    drop(stream);
+    eventually("the gauge returns to 0 once the client is gone", || async {
+        (in_flight().await == Some(0.0)).then_some(())
+    })
+    .await;
+}
