@@ -56,6 +56,7 @@ fn exchange(conn: ConnInfo) -> Exchange<Req> {
         request_id: HeaderValue::from_static("x"),
         style: Style::Text,
         received: tokio::time::Instant::now(),
+        upload: None,
     }
 }
 

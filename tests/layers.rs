@@ -168,6 +168,7 @@ fn request(style: Style, headers: &[(&'static str, &'static str)]) -> Ex {
         request_id: HeaderValue::from_static("t"),
         style,
         received: tokio::time::Instant::now(),
+        upload: None,
     }
 }
 
@@ -1033,4 +1034,42 @@ async fn time_queued_for_a_permit_is_taken_off_the_grpc_budget() {
         Some(format_grpc_timeout(ms(100))),
         "the upstream is told what is left after the queue"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_timeout_starts_when_the_request_body_has_arrived() {
+    let up = Upstream::new(Behaviour::Never);
+    let (_all, m) = metrics();
+    let mut svc = timeout(&up, Some(secs(1)), &m);
+    let t0 = Instant::now();
+    let upload = breakwater::resilience::Upload::new(t0);
+    let mut ex = plain();
+    ex.received = t0;
+    ex.upload = Some(upload.clone());
+    let mut fut = Box::pin(start(&mut svc, ex));
+
+    // A slow upload: 1.5 s of it, longer than the route timeout.
+    tokio::time::advance(ms(1500)).await;
+    assert!(
+        poll!(&mut fut).is_pending(),
+        "the client's upload time is not the upstream's"
+    );
+    upload.finish();
+
+    assert_eq!(err(fut.await), ProxyError::Timeout);
+    assert_eq!(t0.elapsed(), ms(2500), "1 s after the body was complete");
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_deadline_counts_from_arrival_even_during_an_upload() {
+    let up = Upstream::new(Behaviour::Never);
+    let (_all, m) = metrics();
+    let mut svc = timeout(&up, Some(secs(5)), &m);
+    let t0 = Instant::now();
+    let mut ex = grpc(Some("300m"));
+    ex.received = t0;
+    ex.upload = Some(breakwater::resilience::Upload::new(t0));
+
+    assert_eq!(err(send(&mut svc, ex).await), ProxyError::Timeout);
+    assert_eq!(t0.elapsed(), ms(300));
 }

@@ -72,7 +72,11 @@ async fn a_request_whose_client_leaves_before_the_response_leaves_the_in_flight_
     let proxy = Proxy::start(&common::config_for(up, "")).await;
     let in_flight = || async {
         let samples = scrape(&proxy.admin_url("/metrics")).await;
-        metric(&samples, "breakwater_requests_in_flight", &[("route", "app")])
+        metric(
+            &samples,
+            "breakwater_requests_in_flight",
+            &[("route", "app")],
+        )
     };
 
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");

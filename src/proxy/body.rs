@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::resilience::BodyEnd;
+use crate::resilience::{BodyEnd, Upload};
 use crate::BoxError;
 
 /// The request body did not arrive within the listener's `body_timeout`.
@@ -26,20 +27,23 @@ pub struct BodyTimeout;
 pub struct IdleTimeout;
 
 pin_project! {
-    /// A body that fails with [`BodyTimeout`] once `deadline` has passed.
+    /// A request body that fails with [`BodyTimeout`] once `deadline` has
+    /// passed, and marks `upload` finished when it ends cleanly.
     pub struct Deadline<B> {
         #[pin]
         inner: B,
         #[pin]
         sleep: Sleep,
+        upload: Option<Arc<Upload>>,
     }
 }
 
 impl<B> Deadline<B> {
-    pub fn new(inner: B, deadline: Instant) -> Self {
+    pub fn new(inner: B, deadline: Instant, upload: Option<Arc<Upload>>) -> Self {
         Self {
             inner,
             sleep: tokio::time::sleep_until(deadline),
+            upload,
         }
     }
 }
@@ -56,8 +60,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
+            let clean_end = match &frame {
+                None => true,
+                Some(Ok(_)) => this.inner.is_end_stream(),
+                Some(Err(_)) => false,
+            };
+            if let (true, Some(upload)) = (clean_end, this.upload.as_ref()) {
+                upload.finish();
+            }
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         ready!(this.sleep.poll(cx));
@@ -197,7 +209,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadline_fails_a_body_that_is_still_arriving() {
         let start = Instant::now();
-        let body = Deadline::new(pending_body(), start + Duration::from_secs(5));
+        let body = Deadline::new(pending_body(), start + Duration::from_secs(5), None);
         let err = body.collect().await.expect_err("times out");
         assert!(err.is::<BodyTimeout>());
         assert_eq!(start.elapsed(), Duration::from_secs(5));

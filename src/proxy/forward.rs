@@ -56,6 +56,7 @@ async fn forward(up: Arc<Upstream>, ex: Exchange) -> Outcome {
         mut req,
         conn,
         request_id,
+        upload,
         ..
     } = ex;
     let tunnel = upgrade::is_websocket(&req).then(|| hyper::upgrade::on(&mut req));
@@ -104,7 +105,7 @@ async fn forward(up: Arc<Upstream>, ex: Exchange) -> Outcome {
     let body = if body.is_end_stream() {
         error::empty()
     } else {
-        Deadline::new(body, Instant::now() + conn.body_timeout).boxed_unsync()
+        Deadline::new(body, Instant::now() + conn.body_timeout, upload).boxed_unsync()
     };
     let res = up
         .client

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
 use http::{Method, Version};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use super::router::{self, RequestView};
 use super::{Generation, Route, Target};
 use crate::config::AccessLogFormat;
 use crate::metrics::RouteMetrics;
-use crate::resilience::{self, Ending, Exchange, Hooks, Served};
+use crate::resilience::{self, BodyEnd, Ending, Exchange, Hooks, Served, Upload};
 use crate::Response;
 
 /// The request id header: kept when the client sends one, generated otherwise.
@@ -64,8 +65,9 @@ pub async fn handle(
     // (client reset or gone) before it has a response.
     let in_flight = InFlight::new(metrics.clone());
     let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
+    let upload = (!req.body().is_end_stream()).then(|| Upload::new(start));
     let result = match route {
-        Some(route) => serve(route, conn, req, &request_id, style, start).await,
+        Some(route) => serve(route, conn, req, &request_id, style, start, upload.clone()).await,
         None => Err(found.err().unwrap_or(ProxyError::NoRoute)),
     };
     let mut res = result.unwrap_or_else(|e| {
@@ -77,7 +79,13 @@ pub async fn handle(
     if let Some(log) = log {
         log.emit(route, &res, start.elapsed());
     }
-    finish(res, route.and_then(|r| r.idle_timeout), in_flight, start)
+    finish(
+        res,
+        route.and_then(|r| r.idle_timeout),
+        in_flight,
+        start,
+        upload,
+    )
 }
 
 /// One request in a route's in-flight gauge, until dropped.
@@ -103,6 +111,7 @@ fn finish(
     idle: Option<Duration>,
     in_flight: InFlight,
     start: Instant,
+    upload: Option<Arc<Upload>>,
 ) -> Response {
     let hooks = res.extensions_mut().remove::<Hooks>();
     let status = res.status();
@@ -113,10 +122,17 @@ fn finish(
             in_flight.0.duration.observe(elapsed.as_secs_f64());
             drop(in_flight);
             if let Some(hooks) = hooks {
+                // A response broken off while the request body never
+                // completed: the client's side failed, not the upstream.
+                let upload_failed = upload.is_some_and(|u| u.done_at().is_none());
+                let body = match how {
+                    BodyEnd::UpstreamError if upload_failed => BodyEnd::ClientGone,
+                    other => other,
+                };
                 let ending = Ending {
                     status,
                     grpc_status: head_grpc.or(trailer_grpc),
-                    body: how,
+                    body,
                     elapsed,
                 };
                 for hook in hooks.0 {
@@ -164,6 +180,7 @@ async fn serve(
     request_id: &HeaderValue,
     style: Style,
     start: Instant,
+    upload: Option<Arc<Upload>>,
 ) -> Result<Served, ProxyError> {
     match &route.target {
         Target::Respond(r) => {
@@ -179,6 +196,7 @@ async fn serve(
                 request_id: request_id.clone(),
                 style,
                 received: start,
+                upload,
             };
             let mut stack = stack.clone();
             std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;

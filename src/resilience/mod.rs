@@ -13,6 +13,8 @@ pub mod breaker;
 pub mod limit;
 pub mod timeout;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
@@ -33,6 +35,44 @@ pub struct Exchange<B = Incoming> {
     /// When the request head arrived: deadlines count from here, so time
     /// spent queued for a permit is part of the budget.
     pub received: tokio::time::Instant,
+    /// Present when the request has a body: tells when the client finished
+    /// sending it (the route timeout starts then, as Envoy's does).
+    pub upload: Option<Arc<Upload>>,
+}
+
+/// When a request body finished arriving, if it has.
+#[derive(Debug)]
+pub struct Upload {
+    received: tokio::time::Instant,
+    /// Nanoseconds after `received`, plus one; 0 while still arriving.
+    done: AtomicU64,
+}
+
+impl Upload {
+    pub fn new(received: tokio::time::Instant) -> Arc<Self> {
+        Arc::new(Self {
+            received,
+            done: AtomicU64::new(0),
+        })
+    }
+
+    /// Marks the body complete (first call wins).
+    pub fn finish(&self) {
+        let after = self.received.elapsed().as_nanos();
+        let value = u64::try_from(after).unwrap_or(u64::MAX - 1) + 1;
+        let _ = self
+            .done
+            .compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// When the body was complete; None while it is still arriving (or if
+    /// it never completed).
+    pub fn done_at(&self) -> Option<tokio::time::Instant> {
+        match self.done.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.received + Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 /// A response on its way out: the upstream's body as hyper gave it, or one

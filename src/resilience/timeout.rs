@@ -1,12 +1,15 @@
 //! The route timeout: bounds the exchange up to the response head, counted
-//! from the request's arrival (time queued for a permit included). A shorter
-//! incoming `grpc-timeout` wins, and gRPC upstreams are told what is left. On
+//! from when the request body finished arriving (time queued for a permit
+//! included). An incoming `grpc-timeout` is a deadline from the request's
+//! arrival; the earlier of the two wins, and gRPC upstreams are told what
+//! is left. On
 //! expiry the inner future — the upstream request — is dropped, so its
 //! connection is reset or its stream cancelled and the work is released
 //! (not left running, as hystrix-go does).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +19,7 @@ use prometheus::IntCounter;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use super::{Exchange, Outcome};
+use super::{Exchange, Outcome, Upload};
 use crate::proxy::error::{ProxyError, Style};
 
 /// The timeout layer's service.
@@ -51,19 +54,25 @@ where
     }
 
     fn call(&mut self, mut ex: Exchange<B>) -> Self::Future {
-        let budget = if ex.style == Style::Grpc {
+        let grpc = if ex.style == Style::Grpc {
             let asked = ex
                 .req
                 .headers()
                 .get("grpc-timeout")
                 .and_then(parse_grpc_timeout);
-            min_some(self.limit, asked)
+            asked.map(|a| ex.received + a)
         } else {
-            self.limit
+            None
         };
-        let deadline = budget.map(|b| ex.received + b);
-        if let (Some(deadline), Style::Grpc) = (deadline, ex.style) {
-            // What is left of the caller's budget when the request leaves.
+        let clock = Clock {
+            route: self.limit,
+            grpc,
+            received: ex.received,
+            upload: ex.upload.clone(),
+        };
+        let first = clock.next_check();
+        if let (Some(deadline), Style::Grpc) = (first, ex.style) {
+            // What is left of the budget as the request leaves.
             let left = deadline.saturating_duration_since(Instant::now());
             ex.req
                 .headers_mut()
@@ -71,9 +80,54 @@ where
         }
         TimeoutFuture {
             inner: self.inner.call(ex),
-            sleep: deadline.map(tokio::time::sleep_until),
+            sleep: first.map(tokio::time::sleep_until),
+            clock,
             timeouts: self.timeouts.clone(),
         }
+    }
+}
+
+/// The two deadlines of an exchange: the caller's gRPC deadline, counted
+/// from the request's arrival, and the route timeout, counted from when the
+/// request body finished arriving (a slow upload is the client's time, not
+/// the upstream's).
+struct Clock {
+    route: Option<Duration>,
+    grpc: Option<Instant>,
+    received: Instant,
+    upload: Option<Arc<Upload>>,
+}
+
+impl Clock {
+    /// The route deadline if it is known yet; while the body is still
+    /// arriving, the earliest it could be.
+    fn route_deadline(&self, now: Instant) -> Option<(Instant, bool)> {
+        let limit = self.route?;
+        Some(match &self.upload {
+            None => (self.received + limit, true),
+            Some(u) => match u.done_at() {
+                Some(done) => (done + limit, true),
+                None => (now + limit, false),
+            },
+        })
+    }
+
+    /// When to look again.
+    fn next_check(&self) -> Option<Instant> {
+        let route = self.route_deadline(Instant::now()).map(|(d, _)| d);
+        match (route, self.grpc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a deadline has passed at `now`.
+    fn expired(&self, now: Instant) -> bool {
+        let grpc = self.grpc.is_some_and(|d| now >= d);
+        let route = self
+            .route_deadline(now)
+            .is_some_and(|(d, known)| known && now >= d);
+        grpc || route
     }
 }
 
@@ -85,6 +139,7 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Option<Sleep>,
+        clock: Clock,
         timeouts: IntCounter,
     }
 }
@@ -93,25 +148,26 @@ impl<F: Future<Output = Outcome>> Future for TimeoutFuture<F> {
     type Output = Outcome;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(out);
         }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => {
-                std::task::ready!(sleep.poll(cx));
+        loop {
+            let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
+                return Poll::Pending;
+            };
+            std::task::ready!(sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            if this.clock.expired(now) {
                 this.timeouts.inc();
-                Poll::Ready(Err(ProxyError::Timeout))
+                return Poll::Ready(Err(ProxyError::Timeout));
             }
-            None => Poll::Pending,
+            // The body was still arriving: the route deadline moved on.
+            match this.clock.next_check() {
+                Some(next) => sleep.reset(next.max(now)),
+                None => return Poll::Pending,
+            }
         }
-    }
-}
-
-fn min_some(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -178,14 +234,5 @@ mod tests {
         assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(1000)), "1000000m");
         assert_eq!(format_grpc_timeout(Duration::from_secs(200_000)), "200000S");
-    }
-
-    #[test]
-    fn the_shorter_of_route_and_caller_deadline_wins() {
-        let s = Duration::from_secs;
-        assert_eq!(min_some(Some(s(2)), Some(s(1))), Some(s(1)));
-        assert_eq!(min_some(None, Some(s(1))), Some(s(1)));
-        assert_eq!(min_some(Some(s(2)), None), Some(s(2)));
-        assert_eq!(min_some(None, None), None);
     }
 }
