@@ -170,3 +170,37 @@ async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) {
     );
     buf.extend_from_slice(&chunk[..n]);
 }
+
+#[tokio::test]
+async fn an_open_tunnel_holds_its_concurrency_permit_until_it_closes() {
+    let (up, _handshake) = websocket_echo_upstream().await;
+    let routes =
+        "  - { name: ws, match: { path_prefix: /ws }, upstream: app, concurrency: { max: 1 } }";
+    let proxy = Proxy::start(&config_for(up, routes)).await;
+    let url = format!("ws://{}/ws", proxy.addr());
+    let (mut ws, _) = within(
+        "the websocket handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("handshake through the proxy");
+
+    // While the tunnel is open, the route's one permit is taken.
+    let (status, headers, _) = common::get_within(&proxy.url("/ws/other")).await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["x-breakwater-reason"], "overloaded");
+
+    ws.close(None).await.expect("send close");
+    while within("the tunnel closing", ws.next()).await.is_some() {}
+    drop(ws);
+    common::eventually("the permit comes back once the tunnel closed", || async {
+        let samples = common::scrape(&proxy.admin_url("/metrics")).await;
+        let in_use = common::metric(
+            &samples,
+            "breakwater_concurrency_in_use",
+            &[("route", "ws")],
+        );
+        (in_use == Some(0.0)).then_some(())
+    })
+    .await;
+}

@@ -121,7 +121,9 @@ async fn forward(up: Arc<Upstream>, ex: Exchange) -> Outcome {
     upstream::strip_hop_by_hop(&mut parts.headers, upgraded);
     let mut res = http::Response::from_parts(parts, Either::Left(body));
     if let (true, Some(client)) = (upgraded, tunnel) {
-        upgrade::spawn_tunnel(client, hyper::upgrade::on(&mut res));
+        let upstream = hyper::upgrade::on(&mut res);
+        res.extensions_mut()
+            .insert(upgrade::PendingTunnel::new(client, upstream));
     }
     Ok(res)
 }

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
-use http::{Method, Version};
+use http::{Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::body::Tracked;
 use super::error::{self, ProxyError, Style, REASON_HEADER};
 use super::router::{self, RequestView};
+use super::upgrade::{self, PendingTunnel};
 use super::{Generation, Route, Target};
 use crate::config::AccessLogFormat;
 use crate::metrics::RouteMetrics;
@@ -46,6 +48,7 @@ pub async fn handle(
     conn: ConnInfo,
     framing_ok: bool,
     req: http::Request<Incoming>,
+    drain: watch::Sender<bool>,
 ) -> Response {
     let start = Instant::now();
     let request_id = request_id(req.headers());
@@ -78,6 +81,24 @@ pub async fn handle(
     metrics.response(res.status());
     if let Some(log) = log {
         log.emit(route, &res, start.elapsed());
+    }
+    if let Some(tunnel) = res.extensions_mut().remove::<PendingTunnel>() {
+        // The exchange lives on as a tunnel: its permit, in-flight count and
+        // drain registration go with it, and its hooks run when it closes.
+        let hooks = res.extensions_mut().remove::<Hooks>();
+        let keep = (in_flight, drain.subscribe());
+        upgrade::spawn_tunnel(tunnel, keep, move || {
+            let ending = Ending {
+                status: StatusCode::SWITCHING_PROTOCOLS,
+                grpc_status: None,
+                body: BodyEnd::Complete,
+                elapsed: start.elapsed(),
+            };
+            for hook in hooks.map(|h| h.0).unwrap_or_default() {
+                hook.on_end(&ending);
+            }
+        });
+        return res.map(|body| body.map_err(Into::into).boxed_unsync());
     }
     finish(
         res,

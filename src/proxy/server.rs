@@ -155,7 +155,7 @@ async fn serve_connection(
             let clean = !verdict.is_bad(requests.fetch_add(1, Ordering::Relaxed));
             // Boxed so an idle keep-alive connection does not keep room for
             // a whole request's state (hyper keeps the in-flight slot).
-            let served = Box::pin(handler::handle(gen, info, clean, req));
+            let served = Box::pin(handler::handle(gen, info, clean, req, shared.drain.clone()));
             async move { Ok::<_, Infallible>(served.await) }
         })
     };
