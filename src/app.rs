@@ -37,6 +37,13 @@ pub enum Error {
     Build(BoxError),
 }
 
+/// A listener bound during a reload, not yet accepting.
+struct Opened {
+    name: String,
+    configured: SocketAddr,
+    listener: TcpListener,
+}
+
 /// A listener that is accepting connections.
 struct Running {
     configured: SocketAddr,
@@ -86,7 +93,9 @@ impl App {
             config_path,
             metrics,
         });
-        app.sync_listeners(&config).await?;
+        let opened = app.bind_new_listeners(&config).await?;
+        app.publish_breakers();
+        app.start_listeners(&config, opened);
         app.admin.ready.store(true, Ordering::Release);
         Ok(app)
     }
@@ -131,11 +140,14 @@ impl App {
         result
     }
 
-    /// Applies a new configuration: new listeners are bound first (a bind
-    /// failure refuses the whole reload), then the route table is swapped in
-    /// one step, then listeners that are gone stop accepting.
+    /// Applies a new configuration. New listeners are bound first and the
+    /// routes built next, with no effect on what is serving: a failure of
+    /// either refuses the whole reload. Then the route table is swapped in
+    /// one step, listener settings are updated, new listeners start
+    /// accepting and the ones no longer configured stop.
     pub async fn apply(&self, config: Config) -> Result<(), Error> {
         let config = Arc::new(config);
+        let opened = self.bind_new_listeners(&config).await?;
         let gen = Generation::build(
             config.clone(),
             &self.metrics,
@@ -145,48 +157,75 @@ impl App {
         if config.admin.listen != self.shared.current.load().config.admin.listen {
             tracing::warn!("admin.listen changes take effect on restart");
         }
-        self.sync_listeners(&config).await?;
         self.shared.current.store(Arc::new(gen));
+        self.publish_breakers();
+        self.start_listeners(&config, opened);
         Ok(())
     }
 
-    /// Opens listeners that are new or moved, updates the settings of the
-    /// others, and closes the ones no longer configured.
-    async fn sync_listeners(&self, config: &Config) -> Result<(), Error> {
-        let mut opened = Vec::new();
-        for l in &config.listeners {
-            let settings = ListenerSettings::new(l, &config.limits);
-            let existing = self
-                .lock_listeners()
-                .get(&l.name)
-                .filter(|r| r.configured == l.listen)
-                .map(|r| r.settings.clone());
-            match existing {
-                Some(current) => current.store(Arc::new(settings)),
-                None => {
-                    let listener = bind(&format!("listeners ({})", l.name), l.listen).await?;
-                    opened.push((l.name.clone(), l.listen, listener, settings));
-                }
+    /// Sets every live breaker's state gauge (new breakers start closed;
+    /// kept ones keep their state).
+    fn publish_breakers(&self) {
+        for route in &self.shared.current.load().routes {
+            if let Some(cell) = &route.breaker {
+                cell.publish();
             }
         }
+    }
+
+    /// Binds the listeners that are new or moved; nothing else changes.
+    async fn bind_new_listeners(&self, config: &Config) -> Result<Vec<Opened>, Error> {
+        let mut opened = Vec::new();
+        for l in &config.listeners {
+            let running = self
+                .lock_listeners()
+                .get(&l.name)
+                .is_some_and(|r| r.configured == l.listen);
+            if !running {
+                let listener = bind(&format!("listeners ({})", l.name), l.listen).await?;
+                opened.push(Opened {
+                    name: l.name.clone(),
+                    configured: l.listen,
+                    listener,
+                });
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Updates the settings of running listeners, starts the newly bound
+    /// ones, and stops those no longer configured (or moved).
+    fn start_listeners(&self, config: &Config, opened: Vec<Opened>) {
         let mut running = self.lock_listeners();
-        for (name, configured, listener, settings) in opened {
-            let bound = local_addr(&listener, configured);
-            let settings = Arc::new(ArcSwap::from_pointee(settings));
+        for l in &config.listeners {
+            if let Some(r) = running.get(&l.name).filter(|r| r.configured == l.listen) {
+                r.settings
+                    .store(Arc::new(ListenerSettings::new(l, &config.limits)));
+            }
+        }
+        for o in opened {
+            let Some(cfg) = config.listeners.iter().find(|l| l.name == o.name) else {
+                continue;
+            };
+            let bound = local_addr(&o.listener, o.configured);
+            let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(
+                cfg,
+                &config.limits,
+            )));
             let (stop, stop_rx) = watch::channel(false);
             tokio::spawn(server::accept_loop(
                 self.shared.clone(),
-                name.as_str().into(),
+                o.name.as_str().into(),
                 settings.clone(),
-                listener,
+                o.listener,
                 stop_rx,
-                self.metrics.connections(&name),
+                self.metrics.connections(&o.name),
             ));
-            tracing::info!(listener = %name, addr = %bound, "listening");
+            tracing::info!(listener = %o.name, addr = %bound, "listening");
             let old = running.insert(
-                name,
+                o.name,
                 Running {
-                    configured,
+                    configured: o.configured,
                     bound,
                     settings,
                     stop,
@@ -203,7 +242,6 @@ impl App {
             }
             keep
         });
-        Ok(())
     }
 
     /// Drains and stops: `/readyz` fails at once; after `drain_delay` the

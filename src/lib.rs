@@ -4,19 +4,26 @@
 //! - [`config`]: YAML → raw serde model → `validate()` → typed [`config::Config`].
 //! - [`app`]: wires a config into listeners, routes and the admin server;
 //!   reloads it on SIGHUP and drains on SIGTERM.
-//! - [`proxy`]: the data path — accept loop ([`proxy::server`]), routing
-//!   ([`proxy::router`]), the upstream clients and header hygiene
-//!   ([`proxy::upstream`]), and the one place errors become responses
-//!   ([`proxy::error`]).
+//! - [`proxy`]: the data path — accept loop ([`proxy::server`]), the HTTP/1
+//!   framing inspector ([`proxy::framing`]), routing ([`proxy::router`]), each
+//!   route's stack ([`proxy::stack`]), the upstream clients and header
+//!   hygiene ([`proxy::forward`], [`proxy::upstream`]), and the one place
+//!   errors become responses ([`proxy::error`]).
+//! - [`resilience`]: the per-route tower layers — concurrency limit, circuit
+//!   breaker (a pure state machine and a thin layer), timeout.
 //! - [`metrics`]: an owned Prometheus registry with handles resolved per route.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/config`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/config`, `/status`,
+//!   `/status.json`, `/breakers`.
 //!
 //! A request's path:
 //! ```text
-//! TCP accept → hyper-util auto (h1 | h2c) → proxy::handler
+//! TCP accept → framing inspector → hyper-util auto (h1 | h2c) → proxy::handler
 //!   → reject what is ambiguous (400) → router (first match, no allocation)
-//!   → respond directly | strip hop-by-hop, add x-forwarded-*, x-request-id
-//!   → pooled upstream client → response streamed back (trailers included)
+//!   → respond directly, or the route's stack:
+//!       limit → breaker → timeout → forward (hop-by-hop out, x-forwarded-*,
+//!       x-request-id in; pooled upstream client)
+//!   → response streamed back (trailers included); when its body ends, the
+//!     layers' hooks run (permit released, breaker verdict recorded)
 //! ```
 
 pub mod admin;

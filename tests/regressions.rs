@@ -95,3 +95,58 @@ async fn a_request_whose_client_leaves_before_the_response_leaves_the_in_flight_
     })
     .await;
 }
+
+/// A config with route `app` (with a breaker) and, optionally, a second
+/// listener on `extra`.
+fn breaker_config(up: SocketAddr, min_requests: u32, extra: Option<SocketAddr>) -> String {
+    let extra = extra.map_or(String::new(), |a| {
+        format!("  - {{ name: extra, listen: {a} }}\n")
+    });
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+listeners:
+  - {{ name: main, listen: 127.0.0.1:0 }}
+{extra}upstreams:
+  app: {{ url: http://{up} }}
+access_log: {{ format: off }}
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    upstream: app
+    breaker: {{ min_requests: {min_requests} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_refused_reload_leaves_the_breaker_gauges_as_they_were() {
+    let (up, _) = connection_counting_upstream().await;
+    let proxy = Proxy::start(&breaker_config(up, 20, None)).await;
+    let (status, _, _) = common::post_within(&proxy.admin_url("/breakers/app/open")).await;
+    assert_eq!(status, 200);
+
+    // The new config changes the breaker (a new one would be built) and
+    // adds a listener on an address that is taken: the reload must fail.
+    let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let next = breaker_config(up, 5, Some(taken.local_addr().expect("addr")));
+    let cfg = breakwater::config::parse(std::path::Path::new("next.yaml"), &next).expect("valid");
+    assert!(
+        proxy.app.apply(cfg).await.is_err(),
+        "the bind failure refuses the reload"
+    );
+
+    let samples = scrape(&proxy.admin_url("/metrics")).await;
+    let state = |s| {
+        metric(
+            &samples,
+            "breakwater_breaker_state",
+            &[("route", "app"), ("state", s)],
+        )
+    };
+    assert_eq!(state("forced_open"), Some(1.0));
+    assert_eq!(state("closed"), Some(0.0));
+    let (status, headers, _) = common::get_within(&proxy.url("/")).await;
+    assert_eq!(status, 503, "the old, forced-open breaker still serves");
+    assert_eq!(headers["x-breakwater-reason"], "breaker-open");
+}

@@ -9,9 +9,9 @@ use tower::ServiceBuilder;
 use super::forward::Forward;
 use super::upstream::Upstream;
 use crate::metrics::ResilienceMetrics;
-use crate::resilience::breaker::{Breaker, BreakerCell};
-use crate::resilience::limit::{Limit, Limiter};
-use crate::resilience::timeout::Timeout;
+use crate::resilience::breaker::{Breaker, BreakerCell, BreakerLayer};
+use crate::resilience::limit::{Limit, LimitLayer, Limiter};
+use crate::resilience::timeout::{Timeout, TimeoutLayer};
 
 /// The service every upstream route sends its requests through.
 pub type Stack = Limit<Breaker<Timeout<Forward>>>;
@@ -29,13 +29,13 @@ pub fn build(
         // Lease gate (single-writer routes) goes first, with the leases work.
         // Concurrency limit: sheds or queues excess before anything else runs,
         // so a shed request costs microseconds and never counts as an error.
-        .layer_fn(|inner| Limit::new(inner, limiter.clone()))
+        .layer(LimitLayer::new(limiter))
         // Circuit breaker: fails fast while the upstream is failing, giving it
         // room to recover; judges each exchange when its body ends.
-        .layer_fn(|inner| Breaker::new(inner, breaker.clone()))
+        .layer(BreakerLayer::new(breaker))
         // Timeout: bounds the wait for the response head and drops the
         // upstream request on expiry, so the breaker sees it as a timeout.
-        .layer_fn(|inner| Timeout::new(inner, timeout, metrics.timeouts.clone()))
+        .layer(TimeoutLayer::new(timeout, metrics.timeouts.clone()))
         // Upstream: the pooled client, header hygiene, streamed bodies.
         .service(Forward::new(upstream))
 }

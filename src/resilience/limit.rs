@@ -115,6 +115,25 @@ impl EndHook for Held {
     fn on_end(self: Box<Self>, _: &Ending) {}
 }
 
+/// Wraps a service in a [`Limit`].
+#[derive(Clone)]
+pub struct LimitLayer(Option<Arc<Limiter>>);
+
+impl LimitLayer {
+    /// `limiter` None: no limit on this route.
+    pub fn new(limiter: Option<Arc<Limiter>>) -> Self {
+        Self(limiter)
+    }
+}
+
+impl<S> tower::Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+
+    fn layer(&self, inner: S) -> Limit<S> {
+        Limit::new(inner, self.0.clone())
+    }
+}
+
 /// The limit layer's service.
 #[derive(Clone)]
 pub struct Limit<S> {

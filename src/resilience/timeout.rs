@@ -22,6 +22,28 @@ use tower::Service;
 use super::{Exchange, Outcome, Upload};
 use crate::proxy::error::{ProxyError, Style};
 
+/// Wraps a service in a [`Timeout`].
+#[derive(Clone)]
+pub struct TimeoutLayer {
+    limit: Option<Duration>,
+    timeouts: IntCounter,
+}
+
+impl TimeoutLayer {
+    /// `limit` None: only an incoming `grpc-timeout` bounds the exchange.
+    pub fn new(limit: Option<Duration>, timeouts: IntCounter) -> Self {
+        Self { limit, timeouts }
+    }
+}
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout::new(inner, self.limit, self.timeouts.clone())
+    }
+}
+
 /// The timeout layer's service.
 #[derive(Clone)]
 pub struct Timeout<S> {

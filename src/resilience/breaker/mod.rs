@@ -31,11 +31,11 @@ use crate::proxy::error::{full, ProxyError};
 
 /// Every state a breaker can report, for the state gauge.
 const STATES: [&str; 5] = [
-    "closed",
-    "open",
-    "half_open",
-    "forced_open",
-    "forced_closed",
+    StateName::ALL[0].as_str(),
+    StateName::ALL[1].as_str(),
+    StateName::ALL[2].as_str(),
+    StateName::ALL[3].as_str(),
+    StateName::ALL[4].as_str(),
 ];
 
 /// One route's breaker: the state machine behind a mutex held for
@@ -51,13 +51,19 @@ pub struct BreakerCell {
 impl BreakerCell {
     pub fn new(route: Arc<str>, config: config::Breaker, metrics: ResilienceMetrics) -> Arc<Self> {
         let machine = state::Breaker::new(Settings::from_config(&config), Instant::now());
-        metrics.breaker_state(&STATES, StateName::Closed.as_str());
         Arc::new(Self {
             route,
             config,
             machine: Mutex::new(machine),
             metrics,
         })
+    }
+
+    /// Sets the state gauge to the current state; called when the route
+    /// goes live (a breaker built for a refused reload never shows).
+    pub fn publish(&self) {
+        let state = self.lock().state_name();
+        self.metrics.breaker_state(&STATES, state.as_str());
     }
 
     fn lock(&self) -> MutexGuard<'_, state::Breaker> {
@@ -198,6 +204,25 @@ impl BreakerCell {
         self.config
             .slow_call
             .is_some_and(|s| latency >= s.threshold)
+    }
+}
+
+/// Wraps a service in a [`Breaker`].
+#[derive(Clone)]
+pub struct BreakerLayer(Option<Arc<BreakerCell>>);
+
+impl BreakerLayer {
+    /// `cell` None: no breaker on this route.
+    pub fn new(cell: Option<Arc<BreakerCell>>) -> Self {
+        Self(cell)
+    }
+}
+
+impl<S> tower::Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+
+    fn layer(&self, inner: S) -> Breaker<S> {
+        Breaker::new(inner, self.0.clone())
     }
 }
 
