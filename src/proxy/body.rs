@@ -102,6 +102,7 @@ pin_project! {
         sleep: Option<Sleep>,
         on_end: Option<F>,
         trailer_grpc: Option<u32>,
+        last_frame: Instant,
     }
 
     impl<B, F> PinnedDrop for Tracked<B, F>
@@ -132,6 +133,7 @@ impl<B: HttpBody, F: FnOnce(BodyEnd, Option<u32>)> Tracked<B, F> {
             sleep: idle.map(tokio::time::sleep),
             on_end: Some(on_end),
             trailer_grpc: None,
+            last_frame: Instant::now(),
         }
     }
 }
@@ -149,14 +151,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     *this.trailer_grpc = crate::resilience::grpc_status(trailers);
                 }
-                if let (Some(idle), Some(sleep)) = (*this.idle, this.sleep.as_mut().as_pin_mut()) {
-                    sleep.reset(Instant::now() + idle);
+                if this.idle.is_some() {
+                    // Re-arming the timer on every frame is costly; the timer
+                    // checks this when it fires instead.
+                    *this.last_frame = Instant::now();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -173,14 +177,22 @@ where
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
-                if let Some(sleep) = this.sleep.as_pin_mut() {
-                    ready!(sleep.poll(cx));
+                let (Some(idle), Some(mut sleep)) = (*this.idle, this.sleep.as_pin_mut()) else {
+                    return Poll::Pending;
+                };
+                loop {
+                    ready!(sleep.as_mut().poll(cx));
+                    let quiet_until = *this.last_frame + idle;
+                    if Instant::now() < quiet_until {
+                        // A frame came since the timer was set: wait on.
+                        sleep.as_mut().reset(quiet_until);
+                        continue;
+                    }
                     if let Some(f) = this.on_end.take() {
                         f(BodyEnd::IdleTimeout, *this.trailer_grpc);
                     }
                     return Poll::Ready(Some(Err(IdleTimeout.into())));
                 }
-                Poll::Pending
             }
         }
     }
@@ -238,6 +250,37 @@ mod tests {
         (ended, move |how, grpc| {
             *seen.lock().expect("lock") = Some((how, grpc))
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_last_frame() {
+        let frames = futures_util::stream::unfold(0u32, |n| async move {
+            if n == 3 {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))),
+                n + 1,
+            ))
+        });
+        let (ended, on_end) = recorder();
+        let start = Instant::now();
+        let body = Tracked::new(
+            StreamBody::new(frames),
+            Some(Duration::from_secs(2)),
+            on_end,
+        );
+        let err = body
+            .collect()
+            .await
+            .expect_err("idle after the third frame");
+        assert!(err.is::<IdleTimeout>());
+        assert_eq!(start.elapsed(), Duration::from_millis(4500 + 2000));
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((BodyEnd::IdleTimeout, None))
+        );
     }
 
     #[tokio::test]
