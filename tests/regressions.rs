@@ -150,3 +150,38 @@ async fn a_refused_reload_leaves_the_breaker_gauges_as_they_were() {
     assert_eq!(status, 503, "the old, forced-open breaker still serves");
     assert_eq!(headers["x-breakwater-reason"], "breaker-open");
 }
+
+#[tokio::test]
+async fn respond_routes_take_no_layers_from_the_defaults() {
+    let (up, _) = connection_counting_upstream().await;
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+listeners: [ {{ name: main, listen: 127.0.0.1:0 }} ]
+upstreams: {{ app: {{ url: http://{up} }} }}
+defaults: {{ timeout: 1s, concurrency: {{ max: 100 }}, breaker: {{ error_percent: 50 }} }}
+access_log: {{ format: off }}
+routes:
+  - {{ name: hello, match: {{ path_exact: /hello }}, respond: {{ status: 200, body: hi }} }}
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let status = common::admin_json(&proxy, "/status.json").await;
+    let route = |name: &str| {
+        status["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("route {name} in {status}"))
+    };
+    let hello = route("hello");
+    assert!(
+        hello["breaker"].is_null() && hello["concurrency"].is_null(),
+        "{hello}"
+    );
+    assert!(hello["timeout_ms"].is_null(), "{hello}");
+    let app = route("app");
+    assert_eq!(app["concurrency"]["max"], 100, "{app}");
+    assert_eq!(app["breaker"]["state"], "closed", "{app}");
+}

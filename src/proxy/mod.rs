@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, AccessLogFormat, Config, Match, Respond};
-use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::metrics::{Metrics, ResilienceMetrics, RouteMetrics, NO_ROUTE};
 use crate::resilience::breaker::BreakerCell;
 use crate::resilience::limit::Limiter;
 use crate::BoxError;
@@ -84,22 +84,14 @@ impl Generation {
             let old = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
             let name: Arc<str> = r.name.as_str().into();
             let res_metrics = metrics.resilience(&r.name);
-            let limiter = r
-                .concurrency
-                .map(|c| match old.and_then(|o| o.limiter.clone()) {
-                    Some(l) if l.config == c => l,
-                    _ => Limiter::new(c, res_metrics.clone()),
-                });
-            let breaker = r
-                .breaker
-                .as_ref()
-                .map(|b| match old.and_then(|o| o.breaker.clone()) {
-                    Some(cell) if cell.config == *b => cell,
-                    _ => BreakerCell::new(name.clone(), b.clone(), res_metrics.clone()),
-                });
-            let (target, upstream) = match &r.action {
-                config::Action::Respond(respond) => (Target::Respond(respond.clone()), None),
+            // Only upstream routes have a stack; a `respond` route answers
+            // itself and inherits none of the defaults' layers.
+            let (target, upstream, limiter, breaker) = match &r.action {
+                config::Action::Respond(respond) => {
+                    (Target::Respond(respond.clone()), None, None, None)
+                }
                 config::Action::Upstream(i) => {
+                    let (limiter, breaker) = layer_state(r, old, &name, &res_metrics);
                     let up = upstreams[&config.upstreams[*i].name].clone();
                     let stack = stack::build(
                         up.clone(),
@@ -108,13 +100,14 @@ impl Generation {
                         r.timeout,
                         &res_metrics,
                     );
-                    (Target::Upstream(stack), Some(up))
+                    (Target::Upstream(stack), Some(up), limiter, breaker)
                 }
             };
+            let timeout = upstream.as_ref().and(r.timeout);
             routes.push(Route {
                 name,
                 target,
-                timeout: r.timeout,
+                timeout,
                 idle_timeout: r.idle_timeout,
                 metrics: Arc::new(metrics.route(&r.name)),
                 limiter,
@@ -131,4 +124,28 @@ impl Generation {
             config,
         })
     }
+}
+
+/// The limiter and breaker of an upstream route: the previous generation's
+/// when their config is unchanged (state survives a reload), else new ones.
+fn layer_state(
+    r: &config::Route,
+    old: Option<&Route>,
+    name: &Arc<str>,
+    metrics: &ResilienceMetrics,
+) -> (Option<Arc<Limiter>>, Option<Arc<BreakerCell>>) {
+    let limiter = r
+        .concurrency
+        .map(|c| match old.and_then(|o| o.limiter.clone()) {
+            Some(l) if l.config == c => l,
+            _ => Limiter::new(c, metrics.clone()),
+        });
+    let breaker = r
+        .breaker
+        .as_ref()
+        .map(|b| match old.and_then(|o| o.breaker.clone()) {
+            Some(cell) if cell.config == *b => cell,
+            _ => BreakerCell::new(name.clone(), b.clone(), metrics.clone()),
+        });
+    (limiter, breaker)
 }
