@@ -185,3 +185,45 @@ routes:
     assert_eq!(app["concurrency"]["max"], 100, "{app}");
     assert_eq!(app["breaker"]["state"], "closed", "{app}");
 }
+
+#[tokio::test]
+async fn a_grpc_refusal_is_counted_by_the_status_it_stands_for() {
+    let (up, _) = connection_counting_upstream().await;
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+listeners: [ {{ name: main, listen: 127.0.0.1:0 }} ]
+upstreams: {{ app: {{ url: http://{up} }} }}
+access_log: {{ format: off }}
+routes:
+  - {{ name: app, match: {{ path_prefix: /app }}, upstream: app }}
+"#
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let req = http::Request::post(proxy.url("/pkg.Svc/Call"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(full(Bytes::new()))
+        .expect("request");
+    let res = tokio::time::timeout(common::WAIT, common::h2_client().request(req))
+        .await
+        .expect("answered within the bound")
+        .expect("response");
+    assert_eq!(
+        res.status(),
+        200,
+        "gRPC refusals are trailers-only HTTP 200"
+    );
+    assert_eq!(res.headers()["grpc-status"], "12");
+
+    let samples = scrape(&proxy.admin_url("/metrics")).await;
+    let count = |code| {
+        metric(
+            &samples,
+            "breakwater_requests_total",
+            &[("code", code), ("route", "-")],
+        )
+    };
+    assert_eq!(count("4xx"), Some(1.0), "a no-route refusal is a 404");
+    assert_eq!(count("2xx"), Some(0.0));
+}

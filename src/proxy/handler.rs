@@ -73,12 +73,20 @@ pub async fn handle(
         Some(route) => serve(route, conn, req, &request_id, style, start, upload.clone()).await,
         None => Err(found.err().unwrap_or(ProxyError::NoRoute)),
     };
-    let mut res = result.unwrap_or_else(|e| {
-        metrics.proxy_error(e.reason());
-        e.to_response(style).map(Either::Right)
-    });
+    // A refusal counts by the status it stands for, also when a gRPC caller
+    // receives it as HTTP 200 with a grpc-status.
+    let (mut res, counted_as) = match result {
+        Ok(res) => {
+            let status = res.status();
+            (res, status)
+        }
+        Err(e) => {
+            metrics.proxy_error(e.reason());
+            (e.to_response(style).map(Either::Right), e.status())
+        }
+    };
     res.headers_mut().insert(REQUEST_ID, request_id);
-    metrics.response(res.status());
+    metrics.response(counted_as);
     if let Some(log) = log {
         log.emit(route, &res, start.elapsed());
     }
