@@ -597,6 +597,17 @@ async fn dropping_a_queued_request_frees_its_queue_slot_and_never_calls_upstream
 // Breaker
 // ---------------------------------------------------------------------------
 
+/// Two calls at least, tripping when half are slower than 100 ms.
+fn slow_call_config() -> config::Breaker {
+    config::Breaker {
+        slow_call: Some(SlowCall {
+            threshold: ms(100),
+            percent: 50.0,
+        }),
+        ..breaker_config(2)
+    }
+}
+
 fn breaker_config(min_requests: u32) -> config::Breaker {
     config::Breaker {
         window: secs(10),
@@ -881,13 +892,7 @@ async fn abandoned_probe_response_gives_its_half_open_slot_back() {
 async fn slow_calls_open_the_breaker_even_with_status_200() {
     let up = Upstream::new(Behaviour::AnswerAfter(ms(150), StatusCode::OK));
     let (_all, m) = metrics();
-    let cfg = config::Breaker {
-        slow_call: Some(SlowCall {
-            threshold: ms(100),
-            percent: 50.0,
-        }),
-        ..breaker_config(2)
-    };
+    let cfg = slow_call_config();
     let (mut svc, cell) = breaker(&up, cfg, &m);
 
     for _ in 0..2 {
@@ -904,13 +909,7 @@ async fn slow_calls_open_the_breaker_even_with_status_200() {
 async fn slow_call_rule_judges_the_time_to_the_response_head() {
     let up = Upstream::new(Behaviour::AnswerAfter(ms(50), StatusCode::OK));
     let (_all, m) = metrics();
-    let cfg = config::Breaker {
-        slow_call: Some(SlowCall {
-            threshold: ms(100),
-            percent: 50.0,
-        }),
-        ..breaker_config(2)
-    };
+    let cfg = slow_call_config();
     let (mut svc, cell) = breaker(&up, cfg, &m);
 
     for _ in 0..2 {

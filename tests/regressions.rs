@@ -189,16 +189,8 @@ routes:
 #[tokio::test]
 async fn a_grpc_refusal_is_counted_by_the_status_it_stands_for() {
     let (up, _) = connection_counting_upstream().await;
-    let yaml = format!(
-        r#"
-admin: {{ listen: 127.0.0.1:0 }}
-listeners: [ {{ name: main, listen: 127.0.0.1:0 }} ]
-upstreams: {{ app: {{ url: http://{up} }} }}
-access_log: {{ format: off }}
-routes:
-  - {{ name: app, match: {{ path_prefix: /app }}, upstream: app }}
-"#
-    );
+    let routes = "  - { name: app, match: { path_prefix: /app }, upstream: app }";
+    let yaml = common::config_with(up, "", routes);
     let proxy = Proxy::start(&yaml).await;
     let req = http::Request::post(proxy.url("/pkg.Svc/Call"))
         .header("content-type", "application/grpc")

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
@@ -303,19 +303,4 @@ impl AccessLog {
             request_id = self.request_id.to_str().unwrap_or("-"),
         );
     }
-}
-
-/// `Connection: upgrade` with the given protocol in `Upgrade`.
-pub(crate) fn asks_upgrade(headers: &http::HeaderMap, protocol: &str) -> bool {
-    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-    });
-    connection_upgrade
-        && headers
-            .get(UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(protocol))
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::handler::asks_upgrade;
+use http::header::{CONNECTION, UPGRADE};
 
 /// Whether a request asks for a WebSocket tunnel. `Upgrade: h2c` and any
 /// other protocol are not tunnelled: their upgrade headers are stripped.
@@ -55,4 +55,19 @@ where
         }
         on_close();
     });
+}
+
+/// `Connection: upgrade` with the given protocol in `Upgrade`.
+fn asks_upgrade(headers: &http::HeaderMap, protocol: &str) -> bool {
+    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    connection_upgrade
+        && headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(protocol))
 }

@@ -29,7 +29,6 @@ pub struct Upstream {
     /// The upstream's own authority, used when a request names no host.
     pub authority: http::uri::Authority,
     pub client: Client<FixedConnector, Body>,
-    pub connect_errors: IntCounter,
 }
 
 impl Upstream {
@@ -52,7 +51,7 @@ impl Upstream {
                 .authority(authority.clone())
                 .path_and_query("/")
                 .build()?,
-            connect_errors: connect_errors.clone(),
+            connect_errors,
         };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -71,7 +70,6 @@ impl Upstream {
             scheme,
             authority,
             client: builder.build(connector),
-            connect_errors,
         })
     }
 
