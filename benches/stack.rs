@@ -90,7 +90,7 @@ where
         let mut stack = black_box(stack).clone();
         let ready = poll_fn(|cx| stack.poll_ready(cx)).await;
         debug_assert!(ready.is_ok());
-        end(stack.call(black_box(exchange(conn))).await);
+        end(stack.call(black_box(exchange(conn.clone()))).await);
     });
 }
 
@@ -107,6 +107,7 @@ fn bench(c: &mut Criterion) {
         proto: "http",
         body_timeout: Duration::from_secs(30),
         max_headers: 100,
+        client_cert: None,
     };
     let metrics = Metrics::new();
     let res = metrics.resilience("bench");
@@ -137,10 +138,10 @@ fn bench(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("stack");
-    group.bench_function("passthrough", |b| run(b, &rt, &Mock, conn));
-    group.bench_function("layers_on", |b| run(b, &rt, &on, conn));
+    group.bench_function("passthrough", |b| run(b, &rt, &Mock, conn.clone()));
+    group.bench_function("layers_on", |b| run(b, &rt, &on, conn.clone()));
     group.bench_function("layers_present_but_unconfigured", |b| {
-        run(b, &rt, &off, conn)
+        run(b, &rt, &off, conn.clone())
     });
     group.finish();
 

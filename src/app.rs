@@ -20,6 +20,7 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::server::{self, ListenerSettings, Shared};
 use crate::proxy::Generation;
+use crate::tls::TlsListener;
 use crate::BoxError;
 
 /// Why the proxy could not start or reload.
@@ -42,6 +43,13 @@ struct Opened {
     name: String,
     configured: SocketAddr,
     listener: TcpListener,
+}
+
+/// A listener's TLS for the config being applied.
+struct PreparedTls {
+    listener: Arc<TlsListener>,
+    /// The running listener's, kept because its TLS config is unchanged.
+    reused: bool,
 }
 
 /// A listener that is accepting connections.
@@ -94,8 +102,9 @@ impl App {
             metrics,
         });
         let opened = app.bind_new_listeners(&config).await?;
+        let tls = app.prepare_tls(&config)?;
         app.publish_breakers();
-        app.start_listeners(&config, opened);
+        app.start_listeners(&config, opened, &tls);
         app.admin.ready.store(true, Ordering::Release);
         Ok(app)
     }
@@ -148,6 +157,7 @@ impl App {
     pub async fn apply(&self, config: Config) -> Result<(), Error> {
         let config = Arc::new(config);
         let opened = self.bind_new_listeners(&config).await?;
+        let tls = self.prepare_tls(&config)?;
         let gen = Generation::build(
             config.clone(),
             &self.metrics,
@@ -159,8 +169,55 @@ impl App {
         }
         self.shared.current.store(Arc::new(gen));
         self.publish_breakers();
-        self.start_listeners(&config, opened);
+        self.start_listeners(&config, opened, &tls);
+        // SIGHUP also re-reads the certificate files of unchanged listeners
+        // (a bad file keeps the old certificate; the watcher says why).
+        for t in tls.values().filter(|t| t.reused) {
+            t.listener.reload();
+        }
         Ok(())
+    }
+
+    /// TLS termination for every listener with `tls:`: the running one when
+    /// its TLS config is unchanged (certificates reload in place, connections
+    /// keep going), else loaded anew. A file that cannot be used refuses the
+    /// start or reload.
+    fn prepare_tls(&self, config: &Config) -> Result<HashMap<String, PreparedTls>, Error> {
+        let running = self.lock_listeners();
+        let mut out = HashMap::new();
+        for l in &config.listeners {
+            let Some(cfg) = &l.tls else { continue };
+            let old = running
+                .get(&l.name)
+                .and_then(|r| r.settings.load().tls.clone())
+                .filter(|t| t.config() == cfg);
+            let prepared = match old {
+                Some(listener) => PreparedTls {
+                    listener,
+                    reused: true,
+                },
+                None => PreparedTls {
+                    listener: TlsListener::new(&l.name, cfg, self.metrics.tls.clone()).map_err(
+                        |e| {
+                            Error::Build(
+                                format!(
+                                    "listeners ({}).tls.{}: {e}",
+                                    l.name,
+                                    match e.which {
+                                        crate::tls::Which::Ca => "client_ca",
+                                        other => other.key(),
+                                    }
+                                )
+                                .into(),
+                            )
+                        },
+                    )?,
+                    reused: false,
+                },
+            };
+            out.insert(l.name.clone(), prepared);
+        }
+        Ok(out)
     }
 
     /// Sets every live breaker's state gauge (new breakers start closed;
@@ -195,12 +252,21 @@ impl App {
 
     /// Updates the settings of running listeners, starts the newly bound
     /// ones, and stops those no longer configured (or moved).
-    fn start_listeners(&self, config: &Config, opened: Vec<Opened>) {
+    fn start_listeners(
+        &self,
+        config: &Config,
+        opened: Vec<Opened>,
+        tls: &HashMap<String, PreparedTls>,
+    ) {
+        let tls_of = |name: &str| tls.get(name).map(|t| t.listener.clone());
         let mut running = self.lock_listeners();
         for l in &config.listeners {
             if let Some(r) = running.get(&l.name).filter(|r| r.configured == l.listen) {
-                r.settings
-                    .store(Arc::new(ListenerSettings::new(l, &config.limits)));
+                r.settings.store(Arc::new(ListenerSettings::new(
+                    l,
+                    &config.limits,
+                    tls_of(&l.name),
+                )));
             }
         }
         for o in opened {
@@ -211,6 +277,7 @@ impl App {
             let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(
                 cfg,
                 &config.limits,
+                tls_of(&o.name),
             )));
             let (stop, stop_rx) = watch::channel(false);
             tokio::spawn(server::accept_loop(

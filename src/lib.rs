@@ -12,6 +12,8 @@
 //! - [`resilience`]: the per-route tower layers — concurrency limit, circuit
 //!   breaker (a pure state machine and a thin layer), timeout.
 //! - [`metrics`]: an owned Prometheus registry with handles resolved per route.
+//! - [`tls`]: TLS termination (SNI, ALPN, mTLS, certificate reload) and TLS
+//!   to upstreams; the only module that touches rustls.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/config`, `/status`,
 //!   `/status.json`, `/breakers`.
 //!
@@ -32,6 +34,7 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
+pub mod tls;
 
 use bytes::Bytes;
 

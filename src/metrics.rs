@@ -11,6 +11,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// TLS handshakes, failures, certificate expiry and reloads.
+    pub tls: TlsMetrics,
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
@@ -165,7 +167,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
+        let tls = TlsMetrics::register(&registry);
         Self {
+            tls,
             registry,
             requests,
             duration,
@@ -306,5 +310,86 @@ impl ResilienceMetrics {
         self.breaker_transitions
             .with_label_values(&[&*self.route, from, to])
             .inc();
+    }
+}
+
+/// TLS families, labelled by listener.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    handshakes: IntCounterVec,
+    handshake_errors: IntCounterVec,
+    expiry: prometheus::IntGaugeVec,
+    reloads: IntCounterVec,
+}
+
+impl TlsMetrics {
+    fn register(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+        };
+        let handshakes = counter(
+            "breakwater_tls_handshakes_total",
+            "TLS handshakes completed, by listener and protocol version.",
+            &["listener", "version"],
+        );
+        let handshake_errors = counter(
+            "breakwater_tls_handshake_errors_total",
+            "TLS handshakes that failed, by listener and reason.",
+            &["listener", "reason"],
+        );
+        let reloads = counter(
+            "breakwater_tls_reloads_total",
+            "Reloads of a listener's certificate files, by result (success: swapped in; error: refused, the previous certificates keep serving).",
+            &["listener", "result"],
+        );
+        let expiry = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "breakwater_tls_certificate_expiry_timestamp_seconds",
+                "When each served certificate expires (notAfter), in Unix seconds.",
+            ),
+            &["listener", "name"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(handshakes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(handshake_errors.clone()),
+            Box::new(expiry.clone()),
+            Box::new(reloads.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            handshakes,
+            handshake_errors,
+            expiry,
+            reloads,
+        }
+    }
+
+    pub fn handshake(&self, listener: &str, version: &str) {
+        self.handshakes
+            .with_label_values(&[listener, version])
+            .inc();
+    }
+
+    pub fn handshake_error(&self, listener: &str, reason: &str) {
+        self.handshake_errors
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
+    pub fn reload(&self, listener: &str, ok: bool) {
+        let result = if ok { "success" } else { "error" };
+        self.reloads.with_label_values(&[listener, result]).inc();
+    }
+
+    pub fn expiry(&self, listener: &str, name: &str, not_after: i64) {
+        self.expiry
+            .with_label_values(&[listener, name])
+            .set(not_after);
+    }
+
+    pub fn forget_expiry(&self, listener: &str, name: &str) {
+        let _ = self.expiry.remove_label_values(&[listener, name]);
     }
 }

@@ -97,7 +97,7 @@ pub(super) fn cluster(d: &mut Diags, raw: &RawCluster) -> ClusterSpec {
         listen: listen.flatten(),
         advertise: raw.advertise.clone(),
         public_url: public_url.flatten(),
-        state_dir: raw.state_dir.clone(),
+        state_dir: raw.state_dir.as_deref().map(|p| d.path(p)),
         peers: raw
             .peers
             .iter()
@@ -108,9 +108,9 @@ pub(super) fn cluster(d: &mut Diags, raw: &RawCluster) -> ClusterSpec {
             })
             .collect(),
         tls: raw.tls.as_ref().map(|t| PeerTls {
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-            ca: t.ca.clone(),
+            cert: d.path(&t.cert),
+            key: d.path(&t.key),
+            ca: d.path(&t.ca),
         }),
     }
 }

@@ -103,9 +103,19 @@ pub(super) fn upstreams(d: &mut Diags, raw: &[(String, RawUpstream)]) -> Vec<Opt
             None => Duration::from_secs(1),
         };
         let tls = u.tls.as_ref().map(|t| UpstreamTls {
-            ca: t.ca.clone(),
+            ca: t.ca.as_deref().map(|p| d.path(p)),
             server_name: t.server_name.clone(),
+            cert: t.cert.as_deref().map(|p| d.path(p)),
+            key: t.key.as_deref().map(|p| d.path(p)),
         });
+        if let Some(t) = &tls {
+            if t.cert.is_some() != t.key.is_some() {
+                d.error(
+                    format_args!("{key}.tls"),
+                    "a client certificate needs both `cert` and `key`",
+                );
+            }
+        }
         if let Some(sni) = tls.as_ref().and_then(|t| t.server_name.as_deref()) {
             if sni.trim().is_empty() {
                 d.error(format_args!("{key}.tls.server_name"), "must not be empty");
@@ -129,8 +139,8 @@ pub(super) fn listener_tls(d: &mut Diags, key: &str, raw: &RawListenerTls) -> Li
         .iter()
         .flatten()
         .map(|c| CertificatePaths {
-            cert: c.cert.clone(),
-            key: c.key.clone(),
+            cert: d.path(&c.cert),
+            key: d.path(&c.key),
         })
         .collect();
     if certificates.is_empty() {
@@ -145,8 +155,9 @@ pub(super) fn listener_tls(d: &mut Diags, key: &str, raw: &RawListenerTls) -> Li
     };
     ListenerTls {
         certificates,
-        client_ca: raw.client_ca.clone(),
+        client_ca: raw.client_ca.as_deref().map(|p| d.path(p)),
         handshake_timeout,
+        forward_client_cert: raw.forward_client_cert.unwrap_or(false),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod coordination;
 mod endpoints;
+mod files;
 mod matching;
 pub mod model;
 mod raw;

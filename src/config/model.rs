@@ -58,6 +58,10 @@ pub struct ListenerTls {
     pub client_ca: Option<PathBuf>,
     /// Default 10s.
     pub handshake_timeout: Duration,
+    /// Send the verified client certificate's identity upstream as
+    /// `x-forwarded-client-cert` (Envoy's format). A client-sent copy is
+    /// always removed. Default false.
+    pub forward_client_cert: bool,
 }
 
 /// A PEM certificate chain and its private key.
@@ -89,12 +93,15 @@ pub struct Upstream {
 }
 
 /// Trust and SNI for an upstream; used only when its url is `https://`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamTls {
     /// None: the platform's trusted roots.
     pub ca: Option<PathBuf>,
     /// None: the host of the upstream url.
     pub server_name: Option<String>,
+    /// A client certificate to present (both or neither).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

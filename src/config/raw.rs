@@ -52,6 +52,7 @@ pub struct RawListenerTls {
     pub certificates: Option<Vec<RawCertificate>>,
     pub client_ca: Option<PathBuf>,
     pub handshake_timeout: Option<Dur>,
+    pub forward_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,8 @@ pub struct RawUpstream {
 pub struct RawUpstreamTls {
     pub ca: Option<PathBuf>,
     pub server_name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// What every route inherits when it leaves the key out.

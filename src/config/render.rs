@@ -129,6 +129,7 @@ fn listener(l: &Listener) -> Value {
                 t.client_ca.as_deref().map_or(Value::Null, secret_path),
             ),
             ("handshake_timeout", dur(t.handshake_timeout)),
+            ("forward_client_cert", Value::Bool(t.forward_client_cert)),
         ])
     });
     map([
@@ -148,6 +149,8 @@ fn upstream(u: &Upstream) -> Value {
                 "server_name",
                 t.server_name.as_deref().map_or(Value::Null, text),
             ),
+            ("cert", t.cert.as_deref().map_or(Value::Null, secret_path)),
+            ("key", t.key.as_deref().map_or(Value::Null, secret_path)),
         ])
     });
     let protocol = match u.protocol {

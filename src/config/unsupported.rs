@@ -16,23 +16,6 @@ pub(super) fn unsupported(raw: &RawConfig, file: &Path) -> Vec<Diagnostic> {
             d.error(key, format_args!("{feature} {why}"));
         }
     };
-    for (i, l) in raw.listeners.iter().flatten().enumerate() {
-        let key = item("listeners", i, l.name.as_deref());
-        not_yet(l.tls.is_some(), format!("{key}.tls"), "TLS termination");
-    }
-    for (name, u) in raw.upstreams.iter().flat_map(|u| &u.0) {
-        let https = u.url.trim_start().starts_with("https://");
-        not_yet(
-            https,
-            format!("upstreams.{name}.url"),
-            "TLS to upstreams (https://)",
-        );
-        not_yet(
-            u.tls.is_some(),
-            format!("upstreams.{name}.tls"),
-            "TLS to upstreams",
-        );
-    }
     for (i, r) in raw.routes.iter().flatten().enumerate() {
         let key = item("routes", i, r.name.as_deref());
         not_yet(

@@ -15,7 +15,9 @@ use std::time::Duration;
 use super::model::*;
 use super::raw::*;
 use super::value::{Dur, Percent};
-use super::{coordination, endpoints, matching, render, resilience, unsupported, At, Diagnostic};
+use super::{
+    coordination, endpoints, files, matching, render, resilience, unsupported, At, Diagnostic,
+};
 
 /// The problems found so far.
 pub(super) struct Diags {
@@ -28,6 +30,14 @@ impl Diags {
         Self {
             file: file.to_owned(),
             list: Vec::new(),
+        }
+    }
+
+    /// A path from the file, relative to the config file's directory.
+    pub fn path(&self, path: &Path) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
         }
     }
 
@@ -85,7 +95,14 @@ struct RouteDefaults {
 }
 
 pub(super) fn validate(file: &Path, raw: RawConfig) -> Result<Config, Vec<Diagnostic>> {
-    validate_with(file, raw, unsupported::unsupported)
+    let config = validate_with(file, raw, unsupported::unsupported)?;
+    // The files a config names are checked once the config itself holds.
+    let problems = files::check(file, &config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 /// `validate` with the check for features this build lacks passed in, so

@@ -24,6 +24,10 @@ use super::upstream::{self, Forwarded, Upstream};
 use crate::config::Protocol;
 use crate::resilience::{Exchange, Outcome, Served};
 
+/// Envoy's header for the client certificate's identity.
+const XFCC: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-forwarded-client-cert");
+
 /// Forwards exchanges to one upstream.
 #[derive(Clone)]
 pub struct Forward {
@@ -92,6 +96,12 @@ async fn forward(up: Arc<Upstream>, ex: Exchange) -> Outcome {
             host: fwd_host.as_ref(),
         },
     );
+    // Only the proxy vouches for a client certificate; a client-sent copy
+    // is never passed on.
+    parts.headers.remove(XFCC);
+    if let Some(cert) = &conn.client_cert {
+        parts.headers.insert(XFCC, cert.clone());
+    }
     parts.headers.insert(REQUEST_ID, request_id);
     let mut uri = Uri::builder()
         .scheme(up.scheme.clone())

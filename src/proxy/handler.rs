@@ -29,7 +29,7 @@ use crate::Response;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the request path knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `x-forwarded-proto`.
@@ -38,6 +38,9 @@ pub struct ConnInfo {
     pub body_timeout: Duration,
     /// `limits.max_headers`; hyper enforces it for HTTP/1, this for HTTP/2.
     pub max_headers: usize,
+    /// `x-forwarded-client-cert` for this connection: the verified client
+    /// certificate's identity, on mTLS listeners that forward it.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// Serves one request with one configuration generation. `framing_ok` is

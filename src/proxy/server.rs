@@ -20,6 +20,7 @@ use super::framing::{Inspect, Verdict};
 use super::handler::{self, ConnInfo};
 use super::Generation;
 use crate::config::{Limits, Listener};
+use crate::tls::TlsListener;
 
 /// The connection settings of one listener, built once per config load.
 pub struct ListenerSettings {
@@ -30,10 +31,12 @@ pub struct ListenerSettings {
     /// The largest request head hyper buffers; the framing inspector stops
     /// looking past it (hyper answers 431 there).
     pub max_head_bytes: usize,
+    /// TLS termination, on listeners with `tls:`.
+    pub tls: Option<Arc<TlsListener>>,
 }
 
 impl ListenerSettings {
-    pub fn new(cfg: &Listener, limits: &Limits) -> Self {
+    pub fn new(cfg: &Listener, limits: &Limits, tls: Option<Arc<TlsListener>>) -> Self {
         let max_head_bytes = limits.max_header_bytes.max(8192);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -71,6 +74,7 @@ impl ListenerSettings {
             header_timeout: cfg.header_timeout,
             max_headers: limits.max_headers,
             max_head_bytes,
+            tls,
         }
     }
 }
@@ -117,25 +121,47 @@ pub async fn accept_loop(
         let drain = shared.drain.subscribe();
         tokio::spawn(async move {
             open.inc();
-            serve_connection(shared, settings, stream, peer, drain).await;
+            match settings.tls.clone() {
+                None => serve_connection(shared, settings, stream, peer, drain, None).await,
+                Some(tls) => {
+                    if let Some(accepted) = tls.accept(stream, peer).await {
+                        let xfcc = accepted.xfcc;
+                        serve_connection(
+                            shared,
+                            settings,
+                            accepted.stream,
+                            peer,
+                            drain,
+                            Some(xfcc),
+                        )
+                        .await;
+                    }
+                }
+            }
             open.dec();
         });
     }
     tracing::info!(listener = %name, "listener closed");
 }
 
-async fn serve_connection(
+/// Serves HTTP on an accepted connection. `tls` is Some on TLS listeners,
+/// holding the client-certificate header to forward, if any.
+async fn serve_connection<S>(
     shared: Arc<Shared>,
     settings: Arc<ListenerSettings>,
-    stream: tokio::net::TcpStream,
+    stream: S,
     peer: SocketAddr,
     mut drain: watch::Receiver<bool>,
-) {
+    tls: Option<Option<http::HeaderValue>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let info = ConnInfo {
         peer,
-        proto: "http",
+        proto: if tls.is_some() { "https" } else { "http" },
         body_timeout: settings.body_timeout,
         max_headers: settings.max_headers,
+        client_cert: tls.flatten(),
     };
     // hyper normalises some ambiguous HTTP/1 framing (CL+TE, repeated
     // Content-Length) before the service sees it; the inspector reads the raw
@@ -155,7 +181,13 @@ async fn serve_connection(
             let clean = !verdict.is_bad(requests.fetch_add(1, Ordering::Relaxed));
             // Boxed so an idle keep-alive connection does not keep room for
             // a whole request's state (hyper keeps the in-flight slot).
-            let served = Box::pin(handler::handle(gen, info, clean, req, shared.drain.clone()));
+            let served = Box::pin(handler::handle(
+                gen,
+                info.clone(),
+                clean,
+                req,
+                shared.drain.clone(),
+            ));
             async move { Ok::<_, Infallible>(served.await) }
         })
     };

@@ -13,9 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntCounter;
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
 use crate::config::{self, Protocol};
+use crate::tls::{UpstreamStream, UpstreamTls};
 use crate::{Body, BoxError};
 
 /// A configured upstream, ready to send requests to.
@@ -24,7 +25,7 @@ pub struct Upstream {
     pub config: config::Upstream,
     pub name: Box<str>,
     pub protocol: Protocol,
-    /// `http` (upstream TLS comes with the TLS work).
+    /// `http` or `https`.
     pub scheme: http::uri::Scheme,
     /// The upstream's own authority, used when a request names no host.
     pub authority: http::uri::Authority,
@@ -44,13 +45,18 @@ impl Upstream {
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(true);
+        let tls = UpstreamTls::new(cfg)
+            .map_err(|e| format!("upstreams.{}.tls: {e}", cfg.name))?
+            .map(Arc::new);
         let connector = FixedConnector {
             inner: http,
+            // The TCP dial is plain HTTP's; TLS, if any, runs over it.
             target: Uri::builder()
-                .scheme(scheme.clone())
+                .scheme(http::uri::Scheme::HTTP)
                 .authority(authority.clone())
                 .path_and_query("/")
                 .build()?,
+            tls,
             connect_errors,
         };
         let mut builder = Client::builder(TokioExecutor::new());
@@ -88,11 +94,13 @@ impl Upstream {
 pub struct FixedConnector {
     inner: HttpConnector,
     target: Uri,
+    /// Some for `https://` upstreams.
+    tls: Option<Arc<UpstreamTls>>,
     connect_errors: IntCounter,
 }
 
 impl tower::Service<Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<UpstreamStream>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -103,11 +111,17 @@ impl tower::Service<Uri> for FixedConnector {
     fn call(&mut self, _dst: Uri) -> Self::Future {
         let fut = self.inner.call(self.target.clone());
         let errors = self.connect_errors.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            fut.await.map_err(|e| {
-                errors.inc();
-                e.into()
-            })
+            let connected = async {
+                let tcp = fut.await?.into_inner();
+                let stream = match tls {
+                    None => UpstreamStream::Plain(tcp),
+                    Some(tls) => tls.connect(tcp).await?,
+                };
+                Ok::<_, BoxError>(TokioIo::new(stream))
+            };
+            connected.await.inspect_err(|_| errors.inc())
         })
     }
 }

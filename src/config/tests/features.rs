@@ -106,11 +106,6 @@ fn spec_example_is_refused_only_for_features_this_build_lacks() {
         |what: &str| format!("{what} is not available in this build yet; remove this key");
     let expected = [
         format!(
-            ": listeners[1] (public).tls: {}",
-            unavailable("TLS termination")
-        ),
-        format!(": upstreams.app.tls: {}", unavailable("TLS to upstreams")),
-        format!(
             ": routes[0] (orders-write).lease: {}",
             unavailable("single-writer leasing")
         ),
@@ -122,11 +117,38 @@ fn spec_example_is_refused_only_for_features_this_build_lacks() {
 }
 
 #[test]
-fn https_upstream_is_refused_until_upstream_tls_lands() {
-    let text = "listeners: [{ listen: 127.0.0.1:8000 }]\nupstreams: { app: { url: https://app.internal } }\n";
+fn missing_certificate_files_are_errors_naming_the_key_path() {
+    let text = "listeners:\n  - { name: plain, listen: 127.0.0.1:8000 }\n  - name: public\n    listen: 127.0.0.1:8443\n    tls: { certificates: [{ cert: /nonexistent/api.crt, key: /nonexistent/api.key }], client_ca: /nonexistent/ca.crt }\n";
+    let errors = errors(text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            ": listeners[1] (public).tls.certificates[0].cert: /nonexistent/api.crt: cannot read:"
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with(
+            ": listeners[1] (public).tls.client_ca: /nonexistent/ca.crt: cannot read:"
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn https_upstream_ca_must_be_readable_and_client_cert_needs_both_files() {
+    let text = "listeners: [{ listen: 127.0.0.1:8000 }]\nupstreams: { app: { url: https://app.internal, tls: { ca: /nonexistent/ca.pem } }, b: { url: https://b, tls: { cert: /x.crt } } }\n";
     assert_eq!(
-        only_error(text),
-        ": upstreams.app.url: TLS to upstreams (https://) is not available in this build yet; remove this key"
+        errors(text),
+        [": upstreams.b.tls: a client certificate needs both `cert` and `key`"],
+        "structure is checked before files"
+    );
+    let text = "listeners: [{ listen: 127.0.0.1:8000 }]\nupstreams: { app: { url: https://app.internal, tls: { ca: /nonexistent/ca.pem } } }\n";
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(": upstreams.app.tls.ca: /nonexistent/ca.pem: cannot read:"),
+        "{errors:?}"
     );
 }
 
