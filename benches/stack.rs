@@ -86,11 +86,14 @@ fn run<S>(b: &mut Bencher<'_>, rt: &Runtime, stack: &S, conn: ConnInfo)
 where
     S: Service<Exchange<Req>, Response = Served, Error = ProxyError> + Clone,
 {
-    b.to_async(rt).iter(|| async move {
-        let mut stack = black_box(stack).clone();
-        let ready = poll_fn(|cx| stack.poll_ready(cx)).await;
-        debug_assert!(ready.is_ok());
-        end(stack.call(black_box(exchange(conn.clone()))).await);
+    b.to_async(rt).iter(|| {
+        let conn = conn.clone();
+        async move {
+            let mut stack = black_box(stack).clone();
+            let ready = poll_fn(|cx| stack.poll_ready(cx)).await;
+            debug_assert!(ready.is_ok());
+            end(stack.call(black_box(exchange(conn))).await);
+        }
     });
 }
 
