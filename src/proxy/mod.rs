@@ -57,8 +57,8 @@ pub enum Target {
 }
 
 impl Generation {
-    /// Compiles a configuration. Upstreams whose configuration is unchanged
-    /// from `previous` keep their client, so reloads keep warm pools.
+    /// Compiles a configuration. Plain-HTTP upstreams whose configuration is
+    /// unchanged from `previous` keep their client, so reloads keep warm pools.
     pub fn build(
         config: Arc<Config>,
         metrics: &Metrics,
@@ -66,9 +66,12 @@ impl Generation {
     ) -> Result<Self, BoxError> {
         let mut upstreams = HashMap::new();
         for up in &config.upstreams {
+            // An unchanged upstream keeps its client and warm pool; an
+            // `https://` one is rebuilt so a reload picks up rotated CA and
+            // client-certificate files (in-flight requests finish on the old).
             let reused = previous
                 .and_then(|p| p.upstreams.get(&up.name))
-                .filter(|old| old.config == *up)
+                .filter(|old| old.config == *up && old.scheme != http::uri::Scheme::HTTPS)
                 .cloned();
             let built = match reused {
                 Some(old) => old,

@@ -149,8 +149,8 @@ impl TlsListener {
             path: config.certificates[0].cert.clone(),
             problem: format!("cannot set up session tickets: {e}"),
         })?;
-        let (seen, material) = read_material(config);
-        let material = material?;
+        let (seen, files) = read_files(config);
+        let material = parse(config, files)?;
         let sessions: Arc<dyn StoresServerSessions + Send + Sync> =
             ServerSessionMemoryCache::new(4096);
         let server = build(&provider, &material, ticketer.clone(), sessions.clone())?;
@@ -193,14 +193,14 @@ impl TlsListener {
     /// established connections keep theirs. A file that cannot be used keeps
     /// the previous config, and says why once per change.
     fn check_files(&self, force: bool) {
-        let (seen, material) = read_material(&self.config);
+        let (seen, files) = read_files(&self.config);
         let mut watched = self.watch.lock().unwrap_or_else(|p| p.into_inner());
         if seen == watched.seen && !force {
             return;
         }
         watched.seen = seen;
         drop(watched);
-        let built = material.and_then(|m| {
+        let built = parse(&self.config, files).and_then(|m| {
             build(
                 &self.provider,
                 &m,
@@ -315,10 +315,19 @@ struct Material {
     client_ca: Option<rustls::RootCertStore>,
 }
 
-/// Reads every file of the listener; returns a fingerprint of their
-/// contents (read errors included) and what they parse to.
-fn read_material(config: &ListenerTls) -> (u64, Result<Material, CertError>) {
-    let provider = super::crypto();
+/// A file's bytes, or why it could not be read.
+type Read = Result<Vec<u8>, CertError>;
+
+/// The raw contents of a listener's files.
+struct Files {
+    /// (cert, key) per configured certificate.
+    certificates: Vec<(Read, Read)>,
+    client_ca: Option<Read>,
+}
+
+/// Reads every file of the listener, and a fingerprint of what was read
+/// (read errors included), so unchanged files are not parsed again.
+fn read_files(config: &ListenerTls) -> (u64, Files) {
     let mut hasher = DefaultHasher::new();
     let mut read = |which, path: &std::path::Path| {
         let bytes = certs::read(which, path);
@@ -328,42 +337,36 @@ fn read_material(config: &ListenerTls) -> (u64, Result<Material, CertError>) {
         }
         bytes
     };
-    let now = certs::unix_now();
-    let mut loaded = Vec::new();
-    let mut first_error = None;
-    for c in &config.certificates {
-        let cert = read(Which::Cert, &c.cert);
-        let key = read(Which::Key, &c.key);
-        let result = cert.and_then(|cert| {
-            let key = key?;
-            certs::certified_key(&provider, &c.cert, &cert, &c.key, &key, now)
-        });
-        match result {
-            Ok(l) => loaded.push(l),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    let client_ca = config
-        .client_ca
-        .as_ref()
-        .map(|path| read(Which::Ca, path).and_then(|pem| certs::roots(Which::Ca, path, &pem)));
-    let fingerprint = hasher.finish();
-    if let Some(e) = first_error {
-        return (fingerprint, Err(e));
-    }
-    let client_ca = match client_ca.transpose() {
-        Ok(ca) => ca,
-        Err(e) => return (fingerprint, Err(e)),
+    let files = Files {
+        certificates: config
+            .certificates
+            .iter()
+            .map(|c| (read(Which::Cert, &c.cert), read(Which::Key, &c.key)))
+            .collect(),
+        client_ca: config.client_ca.as_ref().map(|path| read(Which::Ca, path)),
     };
-    (
-        fingerprint,
-        Ok(Material {
-            certs: loaded,
-            client_ca,
-        }),
-    )
+    (hasher.finish(), files)
+}
+
+/// Parses and checks what [`read_files`] read.
+fn parse(config: &ListenerTls, files: Files) -> Result<Material, CertError> {
+    let provider = super::crypto();
+    let now = certs::unix_now();
+    let mut loaded = Vec::with_capacity(files.certificates.len());
+    for (c, (cert, key)) in config.certificates.iter().zip(files.certificates) {
+        let (cert, key) = (cert?, key?);
+        loaded.push(certs::certified_key(
+            &provider, &c.cert, &cert, &c.key, &key, now,
+        )?);
+    }
+    let client_ca = match (&config.client_ca, files.client_ca) {
+        (Some(path), Some(pem)) => Some(certs::roots(Which::Ca, path, &pem?)?),
+        _ => None,
+    };
+    Ok(Material {
+        certs: loaded,
+        client_ca,
+    })
 }
 
 fn build(
