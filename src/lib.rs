@@ -11,6 +11,8 @@
 //!   errors become responses ([`proxy::error`]).
 //! - [`resilience`]: the per-route tower layers — concurrency limit, circuit
 //!   breaker (a pure state machine and a thin layer), timeout.
+//! - [`lease`]: single-writer leases — one task per lease publishes who holds
+//!   it (lock-free view per request), the pure gate decision, the backends.
 //! - [`metrics`]: an owned Prometheus registry with handles resolved per route.
 //! - [`tls`]: TLS termination (SNI, ALPN, mTLS, certificate reload) and TLS
 //!   to upstreams; the only module that touches rustls.
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
