@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
+use crate::lease::{LeaseMetrics, Leases};
 use crate::metrics::Metrics;
 use crate::proxy::server::{self, ListenerSettings, Shared};
 use crate::proxy::Generation;
@@ -69,6 +70,7 @@ pub struct App {
     listeners: Mutex<HashMap<String, Running>>,
     config_path: Option<PathBuf>,
     metrics: Metrics,
+    lease_metrics: LeaseMetrics,
 }
 
 impl App {
@@ -76,8 +78,21 @@ impl App {
     /// serving. `config_path` is what SIGHUP re-reads.
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Self>, Error> {
         let metrics = Metrics::new();
+        let lease_metrics = LeaseMetrics::new(&metrics).map_err(|e| Error::Build(e.into()))?;
         let config = Arc::new(config);
-        let gen = Generation::build(config.clone(), &metrics, None).map_err(Error::Build)?;
+        let leases = Arc::new(
+            Leases::start(&config, &lease_metrics)
+                .await
+                .map_err(|e| Error::Build(e.into()))?,
+        );
+        let gen = Generation::build(config.clone(), &metrics, None, leases.clone());
+        let gen = match gen {
+            Ok(gen) => gen,
+            Err(e) => {
+                leases.shutdown_all().await;
+                return Err(Error::Build(e));
+            }
+        };
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(gen),
             drain: watch::channel(false).0,
@@ -100,6 +115,7 @@ impl App {
             listeners: Mutex::new(HashMap::new()),
             config_path,
             metrics,
+            lease_metrics,
         });
         let opened = app.bind_new_listeners(&config).await?;
         let tls = app.prepare_tls(&config)?;
@@ -158,18 +174,45 @@ impl App {
         let config = Arc::new(config);
         let opened = self.bind_new_listeners(&config).await?;
         let tls = self.prepare_tls(&config)?;
-        let gen = Generation::build(
+        let current = self.shared.current.load_full();
+        // Leases keep running across reloads that leave their config alone.
+        // Otherwise the new set starts now and the old one steps down and
+        // releases once the new routes are in place.
+        let lease_config = |c: &Config| (c.leases.clone(), c.cluster.clone(), c.etcd.clone());
+        let same_leases = lease_config(&config) == lease_config(&current.config);
+        let leases = if same_leases {
+            current.leases.clone()
+        } else {
+            Arc::new(
+                Leases::start(&config, &self.lease_metrics)
+                    .await
+                    .map_err(|e| Error::Build(e.into()))?,
+            )
+        };
+        let gen = match Generation::build(
             config.clone(),
             &self.metrics,
-            Some(&self.shared.current.load()),
-        )
-        .map_err(Error::Build)?;
+            Some(&current),
+            leases.clone(),
+        ) {
+            Ok(gen) => gen,
+            Err(e) => {
+                if !same_leases {
+                    leases.shutdown_all().await;
+                }
+                return Err(Error::Build(e));
+            }
+        };
         if config.admin.listen != self.shared.current.load().config.admin.listen {
             tracing::warn!("admin.listen changes take effect on restart");
         }
         self.shared.current.store(Arc::new(gen));
         self.publish_breakers();
         self.start_listeners(&config, opened, &tls);
+        if !same_leases {
+            let old = current.leases.clone();
+            tokio::spawn(async move { old.shutdown_all().await });
+        }
         // SIGHUP also re-reads the certificate files of unchanged listeners
         // (a bad file keeps the old certificate; the watcher says why).
         for t in tls.values().filter(|t| t.reused) {
@@ -336,6 +379,10 @@ impl App {
                 "grace period over; closing the connections still open"
             ),
         }
+        // In-flight requests, lease-gated ones included, are done (or cut):
+        // now each lease steps down and is released, so another node can
+        // take it without waiting for it to expire.
+        self.shared.current.load().leases.shutdown_all().await;
         let _ = self.admin_stop.send(true);
     }
 

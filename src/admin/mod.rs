@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`,
-//! `/status`, `/status.json`, `/breakers`. Plain HTTP on a separate (by
+//! `/status`, `/status.json`, `/breakers`, `/leases`. Plain HTTP on a separate (by
 //! default loopback) address.
 
 pub mod status;
@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::proxy::error::full;
 use crate::proxy::server::Shared;
@@ -56,16 +58,22 @@ pub async fn serve(state: Arc<AdminState>, listener: TcpListener, mut stop: watc
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
 
-fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
+async fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
     let path = req.uri().path();
     if req.method() == Method::POST {
+        if let Some(name) = path
+            .strip_prefix("/leases/")
+            .and_then(|p| p.strip_suffix("/release"))
+        {
+            return release_lease(state, name).await;
+        }
         return match path
             .strip_prefix("/breakers/")
             .and_then(|p| p.split_once('/'))
@@ -77,8 +85,18 @@ fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, or POST for /breakers/ROUTE/ACTION\n",
+            "use GET, or POST for /breakers/ROUTE/ACTION and /leases/NAME/release\n",
         );
+    }
+    if let Some(name) = path.strip_prefix("/leases/") {
+        let gen = state.shared.current.load();
+        return match gen.leases.get(name) {
+            Some(lease) => json(
+                StatusCode::OK,
+                &Leases::to_json(&lease.view(), lease, Instant::now()),
+            ),
+            None => text(StatusCode::NOT_FOUND, "no such lease\n"),
+        };
     }
     match path {
         "/metrics" => with_type(
@@ -110,12 +128,33 @@ fn route(state: &AdminState, req: &http::Request<Incoming>) -> Response {
             StatusCode::OK,
             &status::breakers_json(&state.shared.current.load()),
         ),
+        "/leases" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "leases": state.shared.current.load().leases.list_json(Instant::now())
+            }),
+        ),
         "/" => text(
             StatusCode::OK,
-            "breakwater admin: /metrics /healthz /readyz /config /status /status.json /breakers\n",
+            "breakwater admin: /metrics /healthz /readyz /config /status /status.json /breakers /leases\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `POST /leases/NAME/release`: this node steps down now and releases the
+/// lease; it may take it again after one ttl. Answers the view afterwards.
+async fn release_lease(state: &AdminState, name: &str) -> Response {
+    let gen = state.shared.current.load_full();
+    let Some(lease) = gen.leases.get(name) else {
+        return text(StatusCode::NOT_FOUND, "no such lease\n");
+    };
+    lease.release().await;
+    tracing::info!(lease = %name, "lease released by the admin API");
+    json(
+        StatusCode::OK,
+        &Leases::to_json(&lease.view(), lease, Instant::now()),
+    )
 }
 
 fn override_breaker(state: &AdminState, route: &str, action: &str) -> Response {

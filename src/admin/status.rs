@@ -67,6 +67,7 @@ fn route_json(route: &Route) -> Value {
             "queue_timeout_ms": ms(l.config.queue_timeout),
         })),
         "breaker": route.breaker.as_deref().map(breaker_json),
+        "lease": route.lease.as_ref().map(|g| g.lease.name()),
     })
 }
 
@@ -75,6 +76,7 @@ pub fn status_json(gen: &Generation) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "routes": gen.routes.iter().map(route_json).collect::<Vec<_>>(),
+        "leases": gen.leases.list_json(Instant::now()),
     })
 }
 
@@ -188,8 +190,52 @@ pub fn status_html(gen: &Generation) -> String {
             last
         );
     }
-    out.push_str("</table></body></html>\n");
+    out.push_str("</table>");
+    leases_html(gen, now, &mut out);
+    out.push_str("</body></html>\n");
     out
+}
+
+/// The leases table of `/status`: who holds each, this node's role, token.
+fn leases_html(gen: &Generation, now: Instant, out: &mut String) {
+    if gen.leases.iter().next().is_none() {
+        return;
+    }
+    out.push_str(concat!(
+        "<h2>leases</h2><table><tr><th>lease</th><th>backend</th><th>holder</th>",
+        "<th>this node</th><th>token</th><th>valid for</th><th>last transition</th></tr>",
+    ));
+    for lease in gen.leases.iter() {
+        let view = lease.view();
+        let holder = view
+            .holder
+            .as_ref()
+            .map_or("none known".to_owned(), |h| escape(&h.node_id));
+        let role = if view.may_stamp(now) {
+            "<span class=\"closed\">holder</span>"
+        } else {
+            view.role().as_str()
+        };
+        let token = view.token.map_or("—".to_owned(), |t| t.to_string());
+        let valid = if view.may_stamp(now) {
+            format!("{} ms", ms(view.valid_for(now)))
+        } else {
+            "—".to_owned()
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} at {}</td></tr>",
+            escape(lease.name()),
+            lease.backend_name(),
+            holder,
+            role,
+            token,
+            valid,
+            view.transition.to.as_str(),
+            crate::lease::view::rfc3339(view.transition.at),
+        );
+    }
+    out.push_str("</table>");
 }
 
 /// Route names come from the config file: escape them for HTML.

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use super::model::LeaseBackend;
 use super::raw::RawConfig;
-use super::validate::{item, Diags};
+use super::validate::Diags;
 use super::Diagnostic;
 
 /// Keys that parse and validate but whose feature this build lacks. Each is
@@ -16,20 +17,18 @@ pub(super) fn unsupported(raw: &RawConfig, file: &Path) -> Vec<Diagnostic> {
             d.error(key, format_args!("{feature} {why}"));
         }
     };
-    for (i, r) in raw.routes.iter().flatten().enumerate() {
-        let key = item("routes", i, r.name.as_deref());
+    for (name, lease) in raw.leases.iter().flat_map(|l| &l.0) {
+        let key = format!("leases.{name}.backend");
         not_yet(
-            r.lease.is_some(),
-            format!("{key}.lease"),
-            "single-writer leasing",
+            lease.backend == Some(LeaseBackend::Peers),
+            key.clone(),
+            "the peers lease backend (`backend: peers`)",
+        );
+        not_yet(
+            lease.backend == Some(LeaseBackend::Etcd),
+            key,
+            "the etcd lease backend (`backend: etcd`)",
         );
     }
-    not_yet(
-        raw.leases.is_some(),
-        "leases".into(),
-        "single-writer leasing",
-    );
-    not_yet(raw.cluster.is_some(), "cluster".into(), "peer coordination");
-    not_yet(raw.etcd.is_some(), "etcd".into(), "the etcd lease backend");
     d.list
 }

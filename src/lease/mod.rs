@@ -260,17 +260,14 @@ impl Lease {
 /// All leases of a config, by name.
 pub struct Leases {
     leases: BTreeMap<String, Arc<Lease>>,
+    node: Arc<NodeIdentity>,
 }
 
 impl Leases {
     /// Starts one task per `config.leases` entry, with the backend its spec
     /// names. Every backend is set up before any task starts, so an error
     /// leaves nothing running.
-    pub async fn start(
-        config: &Config,
-        metrics: &crate::metrics::Metrics,
-    ) -> Result<Leases, String> {
-        let lease_metrics = LeaseMetrics::new(metrics)?;
+    pub async fn start(config: &Config, lease_metrics: &LeaseMetrics) -> Result<Leases, String> {
         let node = Arc::new(NodeIdentity::from_config(config));
         let backends = config
             .leases
@@ -288,12 +285,30 @@ impl Leases {
                     backend,
                     healthy,
                     clock.clone(),
-                    &lease_metrics,
+                    lease_metrics,
                 );
                 (spec.name.clone(), lease)
             })
             .collect();
-        Ok(Leases { leases })
+        Ok(Leases { leases, node })
+    }
+
+    /// No leases (a config without `leases`, and tests).
+    pub fn none(config: &Config) -> Leases {
+        Leases {
+            leases: BTreeMap::new(),
+            node: Arc::new(NodeIdentity::from_config(config)),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node.node_id
+    }
+
+    /// This node as the leases see it.
+    pub fn node(&self) -> &Arc<NodeIdentity> {
+        &self.node
     }
 
     /// The lease named `name`.
@@ -462,7 +477,9 @@ mod tests {
             spec("audit", LeaseBackend::Local),
         ];
         let metrics = Metrics::new();
-        let leases = Leases::start(&config, &metrics).await.unwrap();
+        let leases = Leases::start(&config, &LeaseMetrics::new(&metrics).unwrap())
+            .await
+            .unwrap();
         let names: Vec<&str> = leases.iter().map(|l| l.name()).collect();
         assert_eq!(names, ["audit", "reports"]);
         let reports = leases.get("reports").unwrap();
@@ -478,7 +495,9 @@ mod tests {
             assert_eq!(lease.view().role(), Role::Unknown, "{}", lease.name());
         }
         // The next start continues the counters.
-        let again = Leases::start(&config, &metrics).await.unwrap();
+        let again = Leases::start(&config, &LeaseMetrics::new(&metrics).unwrap())
+            .await
+            .unwrap();
         assert_eq!(
             until_holder(again.get("reports").unwrap()).await.token,
             Some(2)
@@ -499,7 +518,9 @@ mod tests {
             every: Duration::from_millis(10),
         });
         config.leases = vec![gated];
-        let leases = Leases::start(&config, &Metrics::new()).await.unwrap();
+        let leases = Leases::start(&config, &LeaseMetrics::new(&Metrics::new()).unwrap())
+            .await
+            .unwrap();
         let lease = leases.get("gated").unwrap();
         let view = lease
             .wait_for_change(Instant::now() + Duration::from_millis(200))
@@ -513,13 +534,19 @@ mod tests {
         let metrics = Metrics::new();
         let mut config = config();
         config.leases = vec![spec("billing", LeaseBackend::Etcd)];
-        let err = Leases::start(&config, &metrics).await.err().unwrap();
+        let err = Leases::start(&config, &LeaseMetrics::new(&metrics).unwrap())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err, "lease billing: etcd backend not built");
         config.leases = vec![
             spec("reports", LeaseBackend::Local),
             spec("orders", LeaseBackend::Peers),
         ];
-        let err = Leases::start(&config, &metrics).await.err().unwrap();
+        let err = Leases::start(&config, &LeaseMetrics::new(&metrics).unwrap())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(
             err,
             "lease orders: the peers backend is not available in this build"
@@ -534,7 +561,10 @@ mod tests {
         let mut config = config();
         config.cluster = Some(cluster(Some(dir.path())));
         config.leases = vec![spec("reports", LeaseBackend::Local)];
-        let err = Leases::start(&config, &Metrics::new()).await.err().unwrap();
+        let err = Leases::start(&config, &LeaseMetrics::new(&Metrics::new()).unwrap())
+            .await
+            .err()
+            .unwrap();
         assert!(err.starts_with("lease reports: "), "{err}");
         assert!(err.contains(&file.display().to_string()), "{err}");
     }
@@ -544,7 +574,9 @@ mod tests {
         let mut config = config();
         config.cluster = Some(cluster(None));
         config.leases = vec![spec("reports", LeaseBackend::Local)];
-        let leases = Leases::start(&config, &Metrics::new()).await.unwrap();
+        let leases = Leases::start(&config, &LeaseMetrics::new(&Metrics::new()).unwrap())
+            .await
+            .unwrap();
         let lease = leases.get("reports").unwrap();
         let view = until_holder(lease).await;
         let now = Instant::now();

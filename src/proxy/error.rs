@@ -37,6 +37,10 @@ pub enum ProxyError {
     Overloaded,
     /// The route's circuit breaker is open: failing fast.
     BreakerOpen,
+    /// A lease-gated route with no holder to send to (none known within
+    /// `wait`, a follower set to `reject`, or a forwarded request that
+    /// reached a node that does not hold the lease).
+    LeaseUnavailable,
 }
 
 impl ProxyError {
@@ -54,6 +58,7 @@ impl ProxyError {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Overloaded => "overloaded",
             Self::BreakerOpen => "breaker-open",
+            Self::LeaseUnavailable => "lease-unavailable",
         }
     }
 
@@ -68,7 +73,9 @@ impl ProxyError {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded | Self::BreakerOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::BreakerOpen | Self::LeaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -85,6 +92,7 @@ impl ProxyError {
             Self::UpstreamProtocol => 13,                          // INTERNAL
             Self::Overloaded => 8,                                 // RESOURCE_EXHAUSTED
             Self::BreakerOpen => 14,                               // UNAVAILABLE
+            Self::LeaseUnavailable => 14,                          // UNAVAILABLE
         }
     }
 
@@ -101,6 +109,7 @@ impl ProxyError {
             Self::MethodNotAllowed => "this proxy does not tunnel CONNECT requests",
             Self::Overloaded => "too many requests in flight; retry later",
             Self::BreakerOpen => "the upstream is failing; failing fast",
+            Self::LeaseUnavailable => "no holder of this route's lease is available",
         }
     }
 

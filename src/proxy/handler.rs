@@ -17,6 +17,8 @@ use tower::Service;
 
 use super::body::Tracked;
 use super::error::{self, ProxyError, Style, REASON_HEADER};
+use super::forward::Forward;
+use super::lease_gate::Admitted;
 use super::router::{self, RequestView};
 use super::upgrade::{self, PendingTunnel};
 use super::{Generation, Route, Target};
@@ -50,10 +52,12 @@ pub async fn handle(
     gen: Arc<Generation>,
     conn: ConnInfo,
     framing_ok: bool,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     drain: watch::Sender<bool>,
 ) -> Response {
     let start = Instant::now();
+    // Only a holder's lease gate sets these; a client's never get through.
+    crate::lease::gate::strip_lease_headers(req.headers_mut());
     let request_id = request_id(req.headers());
     let style = Style::of(req.headers());
     let found = check(&req, framing_ok, conn.max_headers).and_then(|()| {
@@ -222,6 +226,15 @@ async fn serve(
             Ok(res)
         }
         Target::Upstream(stack) => {
+            let mut req = req;
+            let mut holder = None;
+            if let Some(gate) = &route.lease {
+                match gate.admit(&mut req).await {
+                    Admitted::Local => {}
+                    Admitted::Forward(up) => holder = Some((gate, up)),
+                    Admitted::Answer(outcome) => return outcome,
+                }
+            }
             let ex = Exchange {
                 req,
                 conn,
@@ -230,6 +243,13 @@ async fn serve(
                 received: start,
                 upload,
             };
+            if let Some((gate, up)) = holder {
+                // To the holder's sidecar, whose own gate stamps it; this
+                // node's limit and breaker guard the local service only.
+                let outcome = Forward::new(up).call(ex).await;
+                gate.forwarded(outcome.is_ok());
+                return outcome;
+            }
             let mut stack = stack.clone();
             std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;
             stack.call(ex).await

@@ -6,6 +6,7 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod handler;
+pub mod lease_gate;
 pub mod router;
 pub mod server;
 pub mod stack;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, AccessLogFormat, Config, Match, Respond};
+use crate::lease::Leases;
 use crate::metrics::{Metrics, ResilienceMetrics, RouteMetrics, NO_ROUTE};
 use crate::resilience::breaker::BreakerCell;
 use crate::resilience::limit::Limiter;
@@ -33,6 +35,9 @@ pub struct Generation {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub no_route: Arc<RouteMetrics>,
     pub access_log: AccessLogFormat,
+    /// The running leases (they outlive generations with unchanged lease
+    /// config).
+    pub leases: Arc<Leases>,
 }
 
 /// One compiled route.
@@ -48,6 +53,8 @@ pub struct Route {
     pub breaker: Option<Arc<BreakerCell>>,
     /// The upstream an upstream route sends to.
     pub upstream: Option<Arc<Upstream>>,
+    /// The lease gate of a single-writer route.
+    pub lease: Option<Arc<lease_gate::LeaseRoute>>,
 }
 
 /// Where a route sends its requests.
@@ -63,6 +70,7 @@ impl Generation {
         config: Arc<Config>,
         metrics: &Metrics,
         previous: Option<&Generation>,
+        leases: Arc<Leases>,
     ) -> Result<Self, BoxError> {
         let mut upstreams = HashMap::new();
         for up in &config.upstreams {
@@ -107,7 +115,20 @@ impl Generation {
                 }
             };
             let timeout = upstream.as_ref().and(r.timeout);
+            let lease = match &r.lease {
+                Some(name) => {
+                    let lease = leases.get(name).ok_or_else(|| {
+                        format!("routes ({}): lease {name} is not running", r.name)
+                    })?;
+                    Some(Arc::new(lease_gate::LeaseRoute::new(
+                        lease.clone(),
+                        leases.node_id(),
+                    )))
+                }
+                None => None,
+            };
             routes.push(Route {
+                lease,
                 name,
                 target,
                 timeout,
@@ -125,6 +146,7 @@ impl Generation {
             no_route: Arc::new(metrics.route(NO_ROUTE)),
             access_log: config.access_log,
             config,
+            leases,
         })
     }
 }

@@ -104,15 +104,10 @@ fn parse_all_features(text: &str) -> Result<Config, Vec<String>> {
 fn spec_example_is_refused_only_for_features_this_build_lacks() {
     let unavailable =
         |what: &str| format!("{what} is not available in this build yet; remove this key");
-    let expected = [
-        format!(
-            ": routes[0] (orders-write).lease: {}",
-            unavailable("single-writer leasing")
-        ),
-        format!(": leases: {}", unavailable("single-writer leasing")),
-        format!(": cluster: {}", unavailable("peer coordination")),
-        format!(": etcd: {}", unavailable("the etcd lease backend")),
-    ];
+    let expected = [format!(
+        ": leases.orders.backend: {}",
+        unavailable("the peers lease backend (`backend: peers`)")
+    )];
     assert_eq!(errors(SPEC_EXAMPLE), expected);
 }
 
