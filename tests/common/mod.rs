@@ -2,6 +2,8 @@
 //! servers, real clients.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
