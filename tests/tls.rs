@@ -332,7 +332,6 @@ async fn tls_1_0_and_1_1_client_hellos_get_a_fatal_alert_and_no_server_hello() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a real TLS 1.0/1.1 ClientHello (no signature_algorithms) is counted as no_shared_cipher, not protocol_version"]
 async fn tls_1_0_and_1_1_client_hellos_are_counted_as_protocol_version() {
     let ca = Ca::new("versions CA");
     let proxy = api_proxy(&ca, "").await;

@@ -122,7 +122,10 @@ impl HandshakeError {
                 P::Tls12NotOffered
                 | P::Tls12NotOfferedOrEnabled
                 | P::Tls13RequiredForQuic
-                | P::SupportedVersionsExtensionRequired,
+                | P::SupportedVersionsExtensionRequired
+                // Sent by every TLS 1.2+ client; its absence marks TLS 1.1
+                // and older, which rustls notices before the version.
+                | P::SignatureAlgorithmsExtensionRequired,
             ) => HandshakeError::ProtocolVersion,
             E::PeerIncompatible(_) => HandshakeError::NoSharedCipher,
             E::NoApplicationProtocol => HandshakeError::NoApplicationProtocol,
