@@ -110,6 +110,7 @@ fn bench(c: &mut Criterion) {
         proto: "http",
         body_timeout: Duration::from_secs(30),
         max_headers: 100,
+        client: None,
         client_cert: None,
     };
     let metrics = Metrics::new();

@@ -164,6 +164,7 @@ fn request(style: Style, headers: &[(&'static str, &'static str)]) -> Ex {
             proto: "http",
             body_timeout: Duration::from_secs(30),
             max_headers: 100,
+            client: None,
             client_cert: None,
         },
         request_id: HeaderValue::from_static("t"),

@@ -542,6 +542,32 @@ async fn a_symlink_swap_serves_the_new_certificate_and_open_connections_keep_wor
     );
 }
 
+#[tokio::test]
+async fn a_reload_rereads_the_certificates_of_an_unchanged_listener_and_keeps_it_running() {
+    let ca = Ca::new("sighup CA");
+    let v1 = generation(&ca, "v1.test");
+    let secret = SecretDir::new(ca.dir(), &v1.cert_pem, &v1.key_pem);
+    let certs = certificates(&[(&secret.cert(), &secret.key())]);
+    let yaml = tls_proxy_yaml(
+        echo_upstream().await,
+        &format!("{{ certificates: {certs} }}"),
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let addr = proxy.addr();
+    let labels = [("listener", "main"), ("result", "success")];
+    let before = metric(&metrics(&proxy).await, RELOADS, &labels).unwrap_or(0.0);
+    // What SIGHUP does: apply the file again. The files did not change, yet
+    // they are read again (a reload counts), and the listener stays put.
+    let cfg = breakwater::config::parse(Path::new("test.yaml"), &yaml).expect("config");
+    proxy.app.apply(cfg).await.expect("reload");
+    assert_eq!(
+        metric(&metrics(&proxy).await, RELOADS, &labels),
+        Some(before + 1.0)
+    );
+    assert_eq!(proxy.addr(), addr, "the listener kept its socket");
+    assert_eq!(served_now(&proxy, &ca).await, "v1.test");
+}
+
 /// Swaps in `bad` (cert PEM, key PEM) and checks the old certificate keeps
 /// serving, old and new connections work, and the refusal is counted; then
 /// a good swap is still picked up.

@@ -40,8 +40,10 @@ pub struct ConnInfo {
     pub body_timeout: Duration,
     /// `limits.max_headers`; hyper enforces it for HTTP/1, this for HTTP/2.
     pub max_headers: usize,
-    /// `x-forwarded-client-cert` for this connection: the verified client
-    /// certificate's identity, on mTLS listeners that forward it.
+    /// The verified client certificate's identity (mTLS listeners).
+    pub client: Option<Arc<crate::tls::PeerIdentity>>,
+    /// `x-forwarded-client-cert` for this connection, on mTLS listeners
+    /// that forward it.
     pub client_cert: Option<HeaderValue>,
 }
 
@@ -74,7 +76,8 @@ pub async fn handle(
     // Counted until the response body ends, or until this request is dropped
     // (client reset or gone) before it has a response.
     let in_flight = InFlight::new(metrics.clone());
-    let log = (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id));
+    let log =
+        (gen.access_log != AccessLogFormat::Off).then(|| AccessLog::of(&req, &request_id, &conn));
     let upload = (!req.body().is_end_stream()).then(|| Upload::new(start));
     let result = match route {
         Some(route) => serve(route, conn, req, &request_id, style, start, upload.clone()).await,
@@ -293,14 +296,17 @@ struct AccessLog {
     method: Method,
     path: String,
     request_id: HeaderValue,
+    /// The mTLS client's certificate subject.
+    client: Option<Arc<crate::tls::PeerIdentity>>,
 }
 
 impl AccessLog {
-    fn of(req: &http::Request<Incoming>, request_id: &HeaderValue) -> Self {
+    fn of(req: &http::Request<Incoming>, request_id: &HeaderValue, conn: &ConnInfo) -> Self {
         Self {
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             request_id: request_id.clone(),
+            client: conn.client.clone(),
         }
     }
 
@@ -324,6 +330,7 @@ impl AccessLog {
             upstream,
             reason,
             request_id = self.request_id.to_str().unwrap_or("-"),
+            client = self.client.as_deref().map_or("-", |c| c.subject.as_str()),
         );
     }
 }

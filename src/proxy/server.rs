@@ -20,7 +20,7 @@ use super::framing::{Inspect, Verdict};
 use super::handler::{self, ConnInfo};
 use super::Generation;
 use crate::config::{Limits, Listener};
-use crate::tls::TlsListener;
+use crate::tls::{PeerIdentity, TlsListener};
 
 /// The connection settings of one listener, built once per config load.
 pub struct ListenerSettings {
@@ -125,16 +125,12 @@ pub async fn accept_loop(
                 None => serve_connection(shared, settings, stream, peer, drain, None).await,
                 Some(tls) => {
                     if let Some(accepted) = tls.accept(stream, peer).await {
-                        let xfcc = accepted.xfcc;
-                        serve_connection(
-                            shared,
-                            settings,
-                            accepted.stream,
-                            peer,
-                            drain,
-                            Some(xfcc),
-                        )
-                        .await;
+                        let client = ClientTls {
+                            identity: accepted.identity,
+                            xfcc: accepted.xfcc,
+                        };
+                        let stream = accepted.stream;
+                        serve_connection(shared, settings, stream, peer, drain, Some(client)).await;
                     }
                 }
             }
@@ -144,15 +140,20 @@ pub async fn accept_loop(
     tracing::info!(listener = %name, "listener closed");
 }
 
-/// Serves HTTP on an accepted connection. `tls` is Some on TLS listeners,
-/// holding the client-certificate header to forward, if any.
+/// What a TLS connection tells the request path about its client.
+struct ClientTls {
+    identity: Option<Arc<PeerIdentity>>,
+    xfcc: Option<http::HeaderValue>,
+}
+
+/// Serves HTTP on an accepted connection; `tls` is Some on TLS listeners.
 async fn serve_connection<S>(
     shared: Arc<Shared>,
     settings: Arc<ListenerSettings>,
     stream: S,
     peer: SocketAddr,
     mut drain: watch::Receiver<bool>,
-    tls: Option<Option<http::HeaderValue>>,
+    tls: Option<ClientTls>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -161,7 +162,8 @@ async fn serve_connection<S>(
         proto: if tls.is_some() { "https" } else { "http" },
         body_timeout: settings.body_timeout,
         max_headers: settings.max_headers,
-        client_cert: tls.flatten(),
+        client: tls.as_ref().and_then(|t| t.identity.clone()),
+        client_cert: tls.and_then(|t| t.xfcc),
     };
     // hyper normalises some ambiguous HTTP/1 framing (CL+TE, repeated
     // Content-Length) before the service sees it; the inspector reads the raw
