@@ -4,7 +4,13 @@
 # (CPU 1, shared with wrk). Two figures, in interleaved rounds, medians:
 #   keep-alive  requests/s over established TLS connections (wrk -c64)
 #   handshakes  a new TCP + full TLS handshake per request (Connection: close)
+#   full        a full handshake per connection, no session resumption
+#               (openssl s_time -new, one connection at a time: client-bound,
+#               so compare the CPU per handshake, not the rate)
 # with the proxies' CPU time per request, reported as ratios to HAProxy.
+# wrk keeps the TLS session across its reconnects, so `handshakes` measures
+# what clients that resume get (tickets are on in both proxies); `full`
+# measures the cost of a handshake from scratch.
 # Loopback only; kills only the processes it started, by pid.
 #
 #   cargo build --release && benches/tls.sh
@@ -86,16 +92,22 @@ measure() { # TARGET MODE → "target mode rps cpu_us_per_req" into $RUN/raw
   local t=$1 mode=$2 c0 c1 out rps reqs extra=()
   [ "$mode" = handshakes ] && extra=(-H "Connection: close")
   c0=$(cpu_ticks "${PID[$t]}")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "${extra[@]}" "https://127.0.0.1:${PORT[$t]}/" 2>&1)
+  if [ "$mode" = full ]; then
+    out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -www / -time "$DURATION" 2>&1)
+    reqs=$(awk '/connections in [0-9]+ real seconds/{print $1}' <<<"$out")
+    rps=$(awk -v r="${reqs:-0}" -v d="$DURATION" 'BEGIN{printf "%.1f", r/d}')
+  else
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "${extra[@]}" "https://127.0.0.1:${PORT[$t]}/" 2>&1)
+    rps=$(awk '/Requests\/sec/{print $2}' <<<"$out"); reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  fi
   c1=$(cpu_ticks "${PID[$t]}")
-  rps=$(awk '/Requests\/sec/{print $2}' <<<"$out"); reqs=$(awk '/requests in/{print $1}' <<<"$out")
   grep -q 'Non-2xx' <<<"$out" && echo "warning: $t $mode: $(grep 'Non-2xx' <<<"$out")" >&2
   awk -v t="$t" -v m="$mode" -v rps="${rps:-0}" -v a="$c0" -v b="$c1" -v r="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
     'BEGIN{ printf "%s %s %s %s\n", t, m, rps, (r>0 ? (b-a)*1e6/hz/r : "nan") }' >> "$RUN/raw"
 }
 
 for _ in $(seq "$ROUNDS"); do
-  for mode in keepalive handshakes; do for t in haproxy breakwater; do measure "$t" "$mode"; done; done
+  for mode in keepalive handshakes full; do for t in haproxy breakwater; do measure "$t" "$mode"; done; done
 done
 
 python3 - "$RUN/raw" "$OUT/tls-latest.md" "$DURATION" "$ROUNDS" "$CONNS" <<'PY'
@@ -106,7 +118,7 @@ for line in open(raw):
     t, mode, rps, cpu = line.split()
     data[mode][t].append((float(rps), float(cpu)))
 rows = ["| mode | target | rps | rps vs HAProxy | CPU µs/req | CPU vs HAProxy |", "|---|---|---|---|---|---|"]
-for mode in ("keepalive", "handshakes"):
+for mode in ("keepalive", "handshakes", "full"):
     med = {t: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for t, v in data[mode].items()}
     base = med.get("haproxy")
     for t in ("haproxy", "breakwater"):
