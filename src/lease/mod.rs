@@ -15,13 +15,13 @@
 //! per configured lease ([`Leases`]).
 
 pub mod clock;
+pub mod etcd;
 pub mod gate;
 pub mod health;
 pub mod local;
 pub mod metrics;
 pub mod validity;
 pub mod view;
-// pub mod etcd;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -377,7 +377,12 @@ fn backend_for(spec: &LeaseSpec, config: &Config) -> Result<Box<dyn Backend>, St
                 .map_err(|e| format!("lease {name}: {e}"))?;
             Ok(Box::new(backend))
         }
-        LeaseBackend::Etcd => Err(format!("lease {name}: etcd backend not built")),
+        LeaseBackend::Etcd => match &config.etcd {
+            Some(etcd) => Ok(Box::new(etcd::EtcdBackend::new(etcd.clone()))),
+            None => Err(format!(
+                "lease {name}: `backend: etcd` needs an `etcd` section"
+            )),
+        },
         LeaseBackend::Peers => Err(format!(
             "lease {name}: the peers backend is not available in this build"
         )),

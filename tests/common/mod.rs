@@ -18,6 +18,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod etcd;
+
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A proxy started from YAML. Use `{upstream}` style placeholders via
