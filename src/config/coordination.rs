@@ -123,7 +123,16 @@ pub(super) fn etcd(d: &mut Diags, raw: &RawEtcd) -> Option<EtcdSpec> {
         .endpoints
         .iter()
         .enumerate()
-        .map(|(i, e)| origin_url(d, &format!("etcd.endpoints[{i}]"), e))
+        .map(|(i, e)| {
+            let key = format!("etcd.endpoints[{i}]");
+            let url = origin_url(d, &key, e)?;
+            if url.scheme_str() == Some("https") {
+                // The etcd backend speaks to etcd's HTTP gateway in plain HTTP.
+                d.error(&key, "https:// endpoints are not supported; use http:// (etcd on loopback or a private network)");
+                return None;
+            }
+            Some(url)
+        })
         .collect();
     Some(EtcdSpec {
         endpoints: endpoints.into_iter().collect::<Option<_>>()?,

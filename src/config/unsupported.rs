@@ -18,16 +18,10 @@ pub(super) fn unsupported(raw: &RawConfig, file: &Path) -> Vec<Diagnostic> {
         }
     };
     for (name, lease) in raw.leases.iter().flat_map(|l| &l.0) {
-        let key = format!("leases.{name}.backend");
         not_yet(
             lease.backend == Some(LeaseBackend::Peers),
-            key.clone(),
+            format!("leases.{name}.backend"),
             "the peers lease backend (`backend: peers`)",
-        );
-        not_yet(
-            lease.backend == Some(LeaseBackend::Etcd),
-            key,
-            "the etcd lease backend (`backend: etcd`)",
         );
     }
     d.list

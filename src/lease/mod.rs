@@ -535,7 +535,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backends_missing_from_this_build_are_errors_naming_the_lease() {
+    async fn backend_setup_errors_name_the_lease() {
         let metrics = Metrics::new();
         let mut config = config();
         config.leases = vec![spec("billing", LeaseBackend::Etcd)];
@@ -543,7 +543,10 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!(err, "lease billing: etcd backend not built");
+        assert_eq!(
+            err,
+            "lease billing: `backend: etcd` needs an `etcd` section"
+        );
         config.leases = vec![
             spec("reports", LeaseBackend::Local),
             spec("orders", LeaseBackend::Peers),
