@@ -40,7 +40,15 @@ fn lease(d: &mut Diags, key: &str, name: &str, raw: &RawLease) -> Option<LeaseSp
     }
     let require_healthy = match &raw.require_healthy {
         Some(h) => Some(HealthCheck {
-            url: url(d, &format!("{key}.require_healthy.url"), &h.url)?,
+            url: {
+                let key = format!("{key}.require_healthy.url");
+                let checked = url(d, &key, &h.url)?;
+                if checked.scheme_str() == Some("https") {
+                    // The check talks to the local app, in plain HTTP.
+                    d.error(&key, "must be an http:// URL of the local app");
+                }
+                checked
+            },
             every: h.every.map_or(Duration::from_secs(2), |t| {
                 nonzero(d, format_args!("{key}.require_healthy.every"), t.0)
             }),

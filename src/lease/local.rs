@@ -93,7 +93,15 @@ impl LocalBackend {
             Some(dir) => Counter::File {
                 path: counter_path(dir, lease)?,
             },
-            None => Counter::WallClock { last: 0 },
+            None => {
+                tracing::warn!(
+                    lease,
+                    "no cluster.state_dir: the lease's fencing tokens come from the wall clock \
+                     (milliseconds at start) and grow across restarts only while the clock \
+                     never steps back; set cluster.state_dir to persist them"
+                );
+                Counter::WallClock { last: 0 }
+            }
         };
         let first = counter.next()?;
         Ok(Self { counter, first })
