@@ -146,6 +146,9 @@ impl LeaseMetrics {
     pub fn handles(&self, lease: &str, backend: &str) -> LeaseHandles {
         let transitions =
             Role::ALL.map(|to| self.transitions.with_label_values(&[lease, to.as_str()]));
+        for result in FORWARD_RESULTS {
+            self.forwarded.with_label_values(&[lease, result]);
+        }
         LeaseHandles {
             is_holder: self.is_holder.with_label_values(&[lease]),
             token: self.token.with_label_values(&[lease]),
@@ -157,6 +160,10 @@ impl LeaseMetrics {
         }
     }
 }
+
+/// The `result` values of `breakwater_lease_forwarded_total`: the holder
+/// answered, or it could not be reached (or failed mid-way).
+pub const FORWARD_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// One counter series: `(family, (label, value) pairs, value)`.
 type Sample = (String, Vec<(String, String)>, u64);
