@@ -20,6 +20,7 @@ pub mod gate;
 pub mod health;
 pub mod local;
 pub mod metrics;
+pub mod peers;
 pub mod validity;
 pub mod view;
 

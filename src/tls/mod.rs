@@ -1,7 +1,8 @@
 //! TLS: termination on listeners (certificates by SNI, ALPN, mTLS, reload
 //! when the files change) and TLS to upstreams. This is the only module that
 //! touches rustls types; the rest of the proxy sees [`TlsListener`],
-//! [`Accepted`], [`UpstreamTls`] and plain strings.
+//! [`Accepted`], [`UpstreamTls`], [`PeerTlsConfig`] (mutual TLS between lease
+//! peers) and plain strings.
 //!
 //! The crypto provider is rustls' `ring` backend: it builds with nothing but
 //! a C compiler (aws-lc-rs wants cmake and a much longer build, which the
@@ -11,6 +12,7 @@
 
 pub mod certs;
 mod client;
+pub mod peer;
 mod server;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use rustls::crypto::{ring as provider, CryptoProvider};
 
 pub use certs::{CertError, PeerIdentity, Which};
 pub use client::{UpstreamStream, UpstreamTls};
+pub use peer::{PeerRejected, PeerStream, PeerTlsConfig, RejectReason};
 pub use server::{Accepted, HandshakeError, TlsListener};
 
 /// Protocol versions we speak: TLS 1.3 and 1.2, nothing older.
