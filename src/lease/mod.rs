@@ -18,6 +18,8 @@ pub mod clock;
 pub mod etcd;
 pub mod gate;
 pub mod health;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod local;
 pub mod metrics;
 pub mod peers;

@@ -201,6 +201,18 @@ impl Publisher {
             .token
             .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
         self.metrics.token.set(token);
+        #[cfg(feature = "test-hooks")]
+        if let (Some(token), Some(until)) = (view.token, view.valid_until) {
+            // The soak tests rebuild each node's holding intervals from these.
+            tracing::info!(
+                target: "breakwater::lease_interval",
+                me = %self.me,
+                token,
+                now_ns = super::hooks::monotonic_ns(),
+                until_ns = super::hooks::instant_ns(until),
+                "holding"
+            );
+        }
         let view = Arc::new(view);
         // The watch first, then the ArcSwap: a waiter that loaded the new
         // view from the ArcSwap then finds it in the watch too, and one that

@@ -80,6 +80,11 @@ impl LeaseRoute {
                     headers.remove(&FORWARDED);
                     headers.insert(TOKEN, HeaderValue::from(token));
                     headers.insert(NAME, self.name.clone());
+                    #[cfg(feature = "test-hooks")]
+                    headers.insert(
+                        crate::lease::hooks::STAMP_HEADER,
+                        HeaderValue::from(crate::lease::hooks::monotonic_ns()),
+                    );
                     return Admitted::Local;
                 }
                 Decision::Forward { to } => {
