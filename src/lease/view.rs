@@ -185,6 +185,10 @@ impl Publisher {
             view.token = None;
         }
         let previous = self.view.load();
+        #[cfg(feature = "test-hooks")]
+        let was_holding = (previous.transition.to == Role::Holder)
+            .then_some(previous.token)
+            .flatten();
         let role = view.role();
         view.transition = if role == previous.transition.to {
             previous.transition
@@ -201,6 +205,17 @@ impl Publisher {
             .token
             .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
         self.metrics.token.set(token);
+        #[cfg(feature = "test-hooks")]
+        if let (Some(token), None) = (was_holding, view.valid_until) {
+            // A step-down ends the interval before its deadline.
+            tracing::info!(
+                target: "breakwater::lease_interval",
+                me = %self.me,
+                token,
+                now_ns = super::hooks::monotonic_ns(),
+                "stepped down"
+            );
+        }
         #[cfg(feature = "test-hooks")]
         if let (Some(token), Some(until)) = (view.token, view.valid_until) {
             // The soak tests rebuild each node's holding intervals from these.

@@ -251,7 +251,12 @@ async fn serve(
                 // node's limit and breaker guard the local service only.
                 let outcome = Forward::new(up).call(ex).await;
                 gate.forwarded(outcome.is_ok());
-                return outcome;
+                // A holder that cannot be reached never saw the request: for
+                // the client that is no usable holder, not a broken upstream.
+                return match outcome {
+                    Err(ProxyError::UpstreamUnreachable) => Err(gate.unreachable()),
+                    other => other,
+                };
             }
             let mut stack = stack.clone();
             std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;

@@ -83,7 +83,8 @@ impl LeaseRoute {
                     #[cfg(feature = "test-hooks")]
                     headers.insert(
                         crate::lease::hooks::STAMP_HEADER,
-                        HeaderValue::from(crate::lease::hooks::monotonic_ns()),
+                        // The instant the decision was taken on.
+                        HeaderValue::from(crate::lease::hooks::instant_ns(now)),
                     );
                     return Admitted::Local;
                 }
@@ -126,6 +127,12 @@ impl LeaseRoute {
         self.lease
             .metrics()
             .forwarded(if ok { "ok" } else { "error" });
+    }
+
+    /// The answer when the holder's sidecar could not be connected to.
+    pub fn unreachable(&self) -> ProxyError {
+        self.lease.metrics().unavailable.inc();
+        ProxyError::LeaseUnavailable
     }
 
     fn unavailable(&self) -> Admitted {
