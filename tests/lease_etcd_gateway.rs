@@ -381,6 +381,7 @@ impl Node {
             healthy: health_rx,
             clock: Arc::new(TokioClock),
             errors: errors.clone(),
+            details: Arc::default(),
         };
         let task = tokio::spawn(Box::new(EtcdBackend::new(etcd.clone())).run(ctx));
         Node {

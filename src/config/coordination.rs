@@ -120,6 +120,7 @@ pub(super) fn cluster(d: &mut Diags, raw: &RawCluster) -> ClusterSpec {
             key: d.path(&t.key),
             ca: d.path(&t.ca),
         }),
+        allow_even_members: raw.allow_even_members.unwrap_or(false),
     }
 }
 
@@ -161,6 +162,13 @@ pub(super) fn lease_needs(
     cluster: &Option<ClusterSpec>,
     etcd_set: bool,
 ) {
+    let uses_peers = leases
+        .iter()
+        .flatten()
+        .any(|l| l.backend == LeaseBackend::Peers);
+    if let (true, Some(c)) = (uses_peers, cluster) {
+        peer_members(d, c);
+    }
     for lease in leases.iter().flatten() {
         let key = format!("leases.{}", lease.name);
         let peers = match lease.backend {
@@ -204,4 +212,82 @@ pub(super) fn lease_needs(
             );
         }
     }
+}
+
+/// What the `peers` backend needs of the member list: ids a certificate can
+/// name (the transport identifies peers by DNS SAN), distinct even ignoring
+/// case (so is a DNS name), and an odd count unless allowed.
+fn peer_members(d: &mut Diags, c: &ClusterSpec) {
+    let mut keyed = vec![("cluster.node_id".to_owned(), c.node_id.as_str())];
+    for (i, p) in c.peers.iter().enumerate() {
+        let key = item("cluster.peers", i, Some(&p.id));
+        keyed.push((format!("{key}.id"), p.id.as_str()));
+    }
+    for (i, (key, id)) in keyed.iter().enumerate() {
+        if let Err(why) = dns_id(id) {
+            d.error(
+                key,
+                format_args!(
+                    "{id:?} cannot be a peer id: {why}; peers identify each other by a DNS \
+                     name in their certificates, so use letters, digits, `-` and `.`"
+                ),
+            );
+            continue;
+        }
+        let twin = keyed[..i]
+            .iter()
+            .find(|(_, other)| *other != *id && other.eq_ignore_ascii_case(id));
+        if let Some((other_key, other)) = twin {
+            d.error(
+                key,
+                format_args!(
+                    "{id:?} differs from {other:?} ({other_key}) only in case; \
+                     certificates name hosts without case"
+                ),
+            );
+        }
+    }
+    let members = keyed.len();
+    if members % 2 == 0 && !c.allow_even_members {
+        d.error(
+            "cluster.peers",
+            format_args!(
+                "{members} members (node_id and {} peers): an even count tolerates no more \
+                 failures than {} members and splits into halves where no side has a \
+                 majority; add or remove a peer, or set `cluster.allow_even_members: true`",
+                members - 1,
+                members - 1
+            ),
+        );
+    }
+}
+
+/// Whether `id` is DNS-name-like: dot-separated labels of ASCII letters,
+/// digits and `-`, each 1..=63 long and not starting or ending with `-`;
+/// at most 253 bytes in all.
+fn dns_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("it is empty");
+    }
+    if id.len() > 253 {
+        return Err("it is longer than 253 bytes");
+    }
+    for label in id.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (a leading, trailing or double `.`)");
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 bytes");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("it holds a character other than a letter, digit, `-` or `.`");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label starts or ends with `-`");
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::model::Config;
+use super::model::{Config, LeaseBackend};
 use super::validate::Diags;
 use super::Diagnostic;
 use crate::tls::{self, Which};
@@ -39,5 +39,22 @@ pub(super) fn check(file: &Path, config: &Config) -> Vec<Diagnostic> {
             }
         }
     }
+    if let Some(c) = config.cluster.as_ref().filter(|_| uses_peers(config)) {
+        if let Some(t) = &c.tls {
+            // Loaded as the transport will: the own certificate must chain
+            // to the CA and name this node, in both TLS roles.
+            let peers: Vec<String> = c.peers.iter().map(|p| p.id.clone()).collect();
+            if let Err(e) = tls::PeerTlsConfig::load(t, &c.node_id, &peers) {
+                d.error(format_args!("cluster.tls.{}", e.which.key()), e);
+            }
+        }
+    }
     d.list
+}
+
+fn uses_peers(config: &Config) -> bool {
+    config
+        .leases
+        .iter()
+        .any(|l| l.backend == LeaseBackend::Peers)
 }

@@ -354,6 +354,10 @@ pub struct ClusterSpec {
     pub state_dir: Option<PathBuf>,
     pub peers: Vec<Peer>,
     pub tls: Option<PeerTls>,
+    /// Allow an even number of members (this node and its peers) for
+    /// `backend: peers`; default false: an even count survives no more
+    /// failures than one member fewer.
+    pub allow_even_members: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

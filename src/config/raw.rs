@@ -192,6 +192,7 @@ pub struct RawCluster {
     pub state_dir: Option<PathBuf>,
     pub peers: Option<Vec<RawPeer>>,
     pub tls: Option<RawPeerTls>,
+    pub allow_even_members: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

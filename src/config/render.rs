@@ -337,6 +337,7 @@ fn cluster(c: &ClusterSpec) -> Value {
         ),
         ("peers", peers),
         ("tls", tls),
+        ("allow_even_members", Value::Bool(c.allow_even_members)),
     ])
 }
 

@@ -698,6 +698,7 @@ mod tests {
             healthy: always_healthy(),
             clock: Arc::new(TokioClock),
             errors: handles.backend_errors,
+            details: Arc::default(),
         };
         let backend = Box::new(LocalBackend::open("orders", None).unwrap());
         let task = tokio::spawn(backend.run(ctx));

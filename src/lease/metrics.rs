@@ -14,6 +14,7 @@ use prometheus::core::Collector;
 use prometheus::proto::MetricType;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use super::peers::transport::PeerMetrics;
 use super::view::Role;
 use crate::metrics::Metrics;
 
@@ -26,12 +27,16 @@ pub struct LeaseMetrics {
     forwarded: IntCounterVec,
     unavailable: IntCounterVec,
     backend_errors: IntCounterVec,
+    /// The peer transport's families (`breakwater_peer_*`), registered here
+    /// so that they too are registered once per registry, not per start of
+    /// the leases.
+    peers: PeerMetrics,
 }
 
 impl LeaseMetrics {
-    /// Creates the families and registers them in `metrics`' registry.
-    /// Fails only if another family already uses one of these names with
-    /// other labels.
+    /// Creates the families, the peer transport's included, and registers
+    /// them in `metrics`' registry. Fails only if another family already
+    /// uses one of these names with other labels.
     pub fn new(metrics: &Metrics) -> Result<Self, String> {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
@@ -70,9 +75,15 @@ impl LeaseMetrics {
                 "Errors of a lease backend (store unreachable, state file unwritable, ...).",
                 &["lease", "backend"],
             ),
+            peers: PeerMetrics::new(metrics)?,
         };
         families.register(metrics.registry())?;
         Ok(families)
+    }
+
+    /// The peer transport's families, for the `peers` backend's transport.
+    pub fn peers(&self) -> &PeerMetrics {
+        &self.peers
     }
 
     fn collectors(&self) -> [Box<dyn Collector>; 6] {

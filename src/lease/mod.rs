@@ -8,6 +8,8 @@
 //! - [`gate`]: the pure per-request decision and the lease headers.
 //! - [`health`]: `require_healthy`, the verdict a holder steps down on.
 //! - [`local`]: the `local` backend, always the holder, tokens persisted.
+//! - [`peers`]: the `peers` backend (PaxosLease among the sidecars) and the
+//!   one peer transport all its leases share.
 //! - [`metrics`]: the lease metric families and per-lease handles.
 //!
 //! A backend is an async task given a [`BackendCtx`]; this module owns the
@@ -127,6 +129,9 @@ pub struct BackendCtx {
     pub clock: Arc<dyn LeaseClock>,
     /// `breakwater_lease_backend_errors_total{lease, backend}`.
     pub errors: prometheus::IntCounter,
+    /// Backend-specific state for `GET /leases/NAME` (`"details"`); a
+    /// backend with nothing to show leaves it `null`.
+    pub details: Arc<ArcSwap<serde_json::Value>>,
 }
 
 /// A lease backend: runs as one task for the life of the lease.
@@ -144,6 +149,7 @@ pub struct Lease {
     changes: watch::Receiver<Arc<LeaseView>>,
     commands: mpsc::Sender<Command>,
     metrics: LeaseHandles,
+    details: Arc<ArcSwap<serde_json::Value>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -161,6 +167,7 @@ impl Lease {
         let handles = metrics.handles(&spec.name, backend_name(spec.backend));
         let (publisher, view, changes) = Publisher::new(&node.node_id, handles.clone());
         let (commands, receiver) = mpsc::channel(8);
+        let details = Arc::new(ArcSwap::from_pointee(serde_json::Value::Null));
         let ctx = BackendCtx {
             spec: spec.clone(),
             node,
@@ -169,6 +176,7 @@ impl Lease {
             healthy,
             clock,
             errors: handles.backend_errors.clone(),
+            details: details.clone(),
         };
         let task = tokio::spawn(backend.run(ctx));
         Arc::new(Lease {
@@ -177,6 +185,7 @@ impl Lease {
             changes,
             commands,
             metrics: handles,
+            details,
             task: Mutex::new(Some(task)),
         })
     }
@@ -250,6 +259,11 @@ impl Lease {
         &self.metrics
     }
 
+    /// What the backend last published about itself (`null` if nothing).
+    pub fn details(&self) -> Arc<serde_json::Value> {
+        self.details.load_full()
+    }
+
     /// Sends a command and waits for its answer; a task that has ended
     /// answers nothing, and there is nothing to wait for.
     async fn command(&self, command: impl FnOnce(oneshot::Sender<()>) -> Command) {
@@ -264,19 +278,43 @@ impl Lease {
 pub struct Leases {
     leases: BTreeMap<String, Arc<Lease>>,
     node: Arc<NodeIdentity>,
+    /// The peer transport, when a lease uses `backend: peers`.
+    network: Option<peers::driver::PeerNetwork>,
 }
 
 impl Leases {
     /// Starts one task per `config.leases` entry, with the backend its spec
     /// names. Every backend is set up before any task starts, so an error
-    /// leaves nothing running.
+    /// leaves nothing running. With `backend: peers` leases, the one peer
+    /// transport they share starts too, on `cluster.listen`.
     pub async fn start(config: &Config, lease_metrics: &LeaseMetrics) -> Result<Leases, String> {
         let node = Arc::new(NodeIdentity::from_config(config));
-        let backends = config
+        let prepared = config
             .leases
             .iter()
             .map(|spec| Ok((spec, backend_for(spec, config)?)))
             .collect::<Result<Vec<_>, String>>()?;
+        let uses_peers = prepared
+            .iter()
+            .any(|(_, p)| matches!(p, Prepared::Peers(_)));
+        let network = match &config.cluster {
+            Some(cluster) if uses_peers => Some(
+                peers::driver::PeerNetwork::start(cluster, lease_metrics.peers().clone()).await?,
+            ),
+            _ => None,
+        };
+        let backends: Vec<(&LeaseSpec, Box<dyn Backend>)> = prepared
+            .into_iter()
+            .filter_map(|(spec, prepared)| match (prepared, &network) {
+                (Prepared::Ready(backend), _) => Some((spec, backend)),
+                (Prepared::Peers(opened), Some(network)) => {
+                    let link = network.link(&spec.name);
+                    Some((spec, Box::new(opened.attach(link)) as Box<dyn Backend>))
+                }
+                // A peers lease always has a cluster, so a network.
+                (Prepared::Peers(_), None) => None,
+            })
+            .collect();
         let clock: Arc<dyn LeaseClock> = Arc::new(TokioClock);
         let leases = backends
             .into_iter()
@@ -293,7 +331,11 @@ impl Leases {
                 (spec.name.clone(), lease)
             })
             .collect();
-        Ok(Leases { leases, node })
+        Ok(Leases {
+            leases,
+            node,
+            network,
+        })
     }
 
     /// No leases (a config without `leases`, and tests).
@@ -301,6 +343,7 @@ impl Leases {
         Leases {
             leases: BTreeMap::new(),
             node: Arc::new(NodeIdentity::from_config(config)),
+            network: None,
         }
     }
 
@@ -324,7 +367,8 @@ impl Leases {
         self.leases.values()
     }
 
-    /// Shuts every lease down at once and waits for all of them.
+    /// Shuts every lease down at once and waits for all of them; then the
+    /// peer transport, once their releases had a moment to go out.
     pub async fn shutdown_all(&self) {
         let mut tasks = tokio::task::JoinSet::new();
         for lease in self.leases.values() {
@@ -332,6 +376,9 @@ impl Leases {
             tasks.spawn(async move { lease.shutdown().await });
         }
         while tasks.join_next().await.is_some() {}
+        if let Some(network) = &self.network {
+            network.shutdown().await;
+        }
     }
 
     /// One lease as JSON for `GET /leases/NAME` (and each entry of
@@ -346,7 +393,7 @@ impl Leases {
             })
         });
         let at = view.transition.at;
-        json!({
+        let mut out = json!({
             "name": lease.name(),
             "backend": lease.backend_name(),
             "holder": holder,
@@ -358,7 +405,12 @@ impl Leases {
                 "at": view::rfc3339(at),
                 "at_unix_ms": view::unix_ms(at),
             },
-        })
+        });
+        let details = lease.details();
+        if !details.is_null() {
+            out["details"] = (*details).clone();
+        }
+        out
     }
 
     /// Every lease as a JSON array in name order, for `GET /leases`.
@@ -369,26 +421,40 @@ impl Leases {
     }
 }
 
-/// The backend for one lease spec. Setup errors (an unreadable counter
-/// file, a backend missing from this build) name the lease.
-fn backend_for(spec: &LeaseSpec, config: &Config) -> Result<Box<dyn Backend>, String> {
+/// A lease's backend, set up: ready to run, or (`peers`) waiting for its
+/// link to the peer transport.
+enum Prepared {
+    Ready(Box<dyn Backend>),
+    Peers(peers::driver::Opened),
+}
+
+/// The backend for one lease spec. Setup errors (an unreadable counter or
+/// state file, a missing section) name the lease.
+fn backend_for(spec: &LeaseSpec, config: &Config) -> Result<Prepared, String> {
     let name = &spec.name;
     match spec.backend {
         LeaseBackend::Local => {
             let state_dir = config.cluster.as_ref().and_then(|c| c.state_dir.as_deref());
             let backend = local::LocalBackend::open(name, state_dir)
                 .map_err(|e| format!("lease {name}: {e}"))?;
-            Ok(Box::new(backend))
+            Ok(Prepared::Ready(Box::new(backend)))
         }
         LeaseBackend::Etcd => match &config.etcd {
-            Some(etcd) => Ok(Box::new(etcd::EtcdBackend::new(etcd.clone()))),
+            Some(etcd) => Ok(Prepared::Ready(Box::new(etcd::EtcdBackend::new(
+                etcd.clone(),
+            )))),
             None => Err(format!(
                 "lease {name}: `backend: etcd` needs an `etcd` section"
             )),
         },
-        LeaseBackend::Peers => Err(format!(
-            "lease {name}: the peers backend is not available in this build"
-        )),
+        LeaseBackend::Peers => match &config.cluster {
+            Some(cluster) => peers::driver::Opened::open(name, cluster)
+                .map(Prepared::Peers)
+                .map_err(|e| format!("lease {name}: {e}")),
+            None => Err(format!(
+                "lease {name}: `backend: peers` needs a `cluster` section"
+            )),
+        },
     }
 }
 
@@ -437,6 +503,7 @@ mod tests {
             state_dir: state_dir.map(Path::to_owned),
             peers: Vec::new(),
             tls: None,
+            allow_even_members: false,
         }
     }
 
@@ -560,7 +627,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             err,
-            "lease orders: the peers backend is not available in this build"
+            "lease orders: `backend: peers` needs a `cluster` section"
         );
     }
 
@@ -605,6 +672,7 @@ mod tests {
         let valid_for = json["valid_for_ms"].as_u64().unwrap();
         assert!(valid_for > 99 * 365 * 24 * 3600 * 1000, "{valid_for}");
         assert_eq!(json["last_transition"]["to"], "holder");
+        assert!(json.get("details").is_none(), "local shows no details");
         let at = json["last_transition"]["at"].as_str().unwrap();
         assert!(at.ends_with('Z') && at.len() == 24, "{at}");
         assert!(json["last_transition"]["at_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);

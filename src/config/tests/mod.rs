@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod features;
+mod peers;
 mod semantic;
 
 use std::net::SocketAddr;

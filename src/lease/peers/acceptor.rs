@@ -19,6 +19,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 use super::ballot::Ballot;
+use super::faults::Faults;
 use super::members::Members;
 use super::messages::{GrantInfo, Held, Message, Urls};
 use super::Millis;
@@ -129,6 +130,8 @@ pub struct Acceptor {
     quarantine_until: Millis,
     /// `Some` while amnesiac: dropping them until recovered.
     recovery: Option<Recovery>,
+    /// Deliberate bugs for the model checker; none in production.
+    faults: Faults,
 }
 
 impl Acceptor {
@@ -151,7 +154,15 @@ impl Acceptor {
             grant: None,
             quarantine_until: now.saturating_add(durable.max_ttl_ms.max(ttl_ms)),
             recovery,
+            faults: Faults::default(),
         }
+    }
+
+    /// Breaks the rules `faults` names, for the model checker only
+    /// (LEASES.md §6b); production keeps the default, the real protocol.
+    #[doc(hidden)]
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
     }
 
     /// Handles `message` from member `from` (this node's own proposer
@@ -345,11 +356,11 @@ impl Acceptor {
             return self.nack(now, ballot);
         }
         // Never overwrite another tenure's live grant (rule A2); the same
-        // tenure renews.
+        // tenure renews. The `overwrite_live_grant` fault breaks A2.
         let other_tenure = self
             .grant(now)
             .is_some_and(|g| g.owner != owner || g.token != token);
-        if other_tenure {
+        if other_tenure && !self.faults.overwrite_live_grant {
             return self.nack(now, ballot);
         }
         let persist = self.raise(Durable {
@@ -371,12 +382,14 @@ impl Acceptor {
         }
     }
 
-    /// §3.3.4: only the exact live tenure; `promised` stays.
+    /// §3.3.4: only the exact live tenure; `promised` stays. The
+    /// `owner_only_release` fault drops the token from the match.
     fn on_release(&mut self, owner: &str, token: u64) {
+        let owner_only = self.faults.owner_only_release;
         if self
             .grant
             .as_ref()
-            .is_some_and(|g| g.owner == owner && g.token == token)
+            .is_some_and(|g| g.owner == owner && (g.token == token || owner_only))
         {
             self.grant = None;
         }

@@ -14,6 +14,9 @@
 //! - [`acceptor`]: one lease's acceptor (§3.3, §3.6).
 //! - [`proposer`]: one lease's proposer and this node's view of the lease
 //!   (§3.4, §3.5).
+//! - [`transport`]: mutual-TLS frames between the members (§3.8).
+//! - [`driver`]: the backend task around the machines (clock, state file,
+//!   transport, view), and the one transport a process shares.
 //!
 //! Time inside the machines is [`Millis`]: milliseconds on this node's lease
 //! clock since an origin the driver picks (its start). A plain integer keeps
@@ -25,6 +28,8 @@
 
 pub mod acceptor;
 pub mod ballot;
+pub mod driver;
+pub mod faults;
 pub mod members;
 pub mod messages;
 pub mod proposer;
@@ -32,7 +37,6 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 pub mod transport;
-// pub mod driver;
 
 /// A lease-clock reading or a span of it, in milliseconds (see the module
 /// documentation for why not `Instant`).

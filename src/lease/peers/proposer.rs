@@ -37,6 +37,7 @@ use self::api::BACKOFF_FIRST;
 use self::round::{Outcome, Phase, Round, Tenure};
 use super::acceptor::Acceptor;
 use super::ballot::Ballot;
+use super::faults::Faults;
 use super::members::Members;
 use super::messages::{Message, Urls};
 use super::Millis;
@@ -76,6 +77,8 @@ pub struct Proposer {
     learned: Option<Learned>,
     view: ViewChange,
     timers: [Option<Millis>; 4],
+    /// Deliberate bugs for the model checker; none in production.
+    faults: Faults,
 }
 
 impl Proposer {
@@ -98,7 +101,15 @@ impl Proposer {
             learned: None,
             view: ViewChange::NotHolding,
             timers: [None; 4],
+            faults: Faults::default(),
         }
+    }
+
+    /// Breaks the rules `faults` names, for the model checker only
+    /// (LEASES.md §6b); production keeps the default, the real protocol.
+    #[doc(hidden)]
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
     }
 
     /// Handles `event` at `now`; `own` is this node's acceptor for the
@@ -322,7 +333,17 @@ impl Proposer {
         let Some(round) = self.round.take() else {
             return;
         };
-        let deadline = round.t0.saturating_add(self.timing.usable_ms);
+        // `D` from `t0` (§1, §3.4.6). The faults break it: `d_equals_t`
+        // ignores drift, `deadline_from_accept_quorum` starts it late.
+        let usable = match self.faults.d_equals_t {
+            true => self.timing.ttl_ms,
+            false => self.timing.usable_ms,
+        };
+        let start = match self.faults.deadline_from_accept_quorum {
+            true => at,
+            false => round.t0,
+        };
+        let deadline = start.saturating_add(usable);
         let same_tenure = self.tenure.filter(|t| t.token == round.token);
         // A renewal extends an unbroken tenure only (the running one).
         let unbroken = !round.renewing || same_tenure.is_some_and(|t| at < t.valid_until);
@@ -486,6 +507,7 @@ impl Proposer {
             token,
             phase: Phase::Prepare,
             votes: BTreeMap::new(),
+            faults: self.faults,
         });
         let prepare = Message::Prepare {
             ballot,

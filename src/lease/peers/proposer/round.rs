@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::lease::peers::ballot::Ballot;
+use crate::lease::peers::faults::Faults;
 use crate::lease::peers::members::Members;
 use crate::lease::peers::messages::{GrantInfo, Message};
 use crate::lease::peers::Millis;
@@ -45,6 +46,8 @@ pub(super) struct Round {
     pub(super) phase: Phase,
     /// The first answer of each node in this phase.
     pub(super) votes: BTreeMap<String, Vote>,
+    /// The proposer's deliberate bugs (model checking only).
+    pub(super) faults: Faults,
 }
 
 /// Where a round's current phase stands.
@@ -85,8 +88,18 @@ impl Round {
             }
             _ => return false,
         };
-        if ballot != self.ballot || phase != self.phase || self.votes.contains_key(from) {
+        if ballot != self.ballot || phase != self.phase {
             return false;
+        }
+        // One vote per distinct node id. The `count_messages_not_nodes`
+        // fault counts a repeated answer again, under a key of its own.
+        if self.votes.contains_key(from) {
+            if !self.faults.count_messages_not_nodes {
+                return false;
+            }
+            let key = format!("{from}#{}", self.votes.len());
+            self.votes.insert(key, vote);
+            return true;
         }
         self.votes.insert(from.to_owned(), vote);
         true
@@ -131,7 +144,9 @@ impl Round {
 
 /// §3.4.4: a Promise is open if it reports no grant, or this very tenure
 /// while renewing it and still valid. Anything else blocks for as long as
-/// the acceptor will keep the grant.
+/// the acceptor will keep the grant. (The model checker's
+/// `ignore_open_filter` takes every Promise as open: safety must not need
+/// this filter, §3.7.)
 pub(super) fn open(
     round: &Round,
     tenure: Option<Tenure>,
@@ -141,6 +156,7 @@ pub(super) fn open(
 ) -> Vote {
     match grant {
         None => Vote::Yes,
+        Some(_) if round.faults.ignore_open_filter => Vote::Yes,
         Some(g)
             if round.renewing
                 && g.owner == me
@@ -168,6 +184,7 @@ mod tests {
             token: 9 << 16,
             phase: Phase::Propose,
             votes: BTreeMap::new(),
+            faults: Faults::default(),
         }
     }
 

@@ -164,10 +164,12 @@ where
             }
             item = peer.outbox.pop() => {
                 if item.since.elapsed() > options.max_age {
+                    peer.outbox.finished();
                     shared.metrics.message(&peer.id, Direction::Sent, item.kind, Outcome::Dropped);
                     continue;
                 }
                 let written = write(&mut wr, &item.frame, options.write_timeout).await;
+                peer.outbox.finished();
                 let outcome = if written.is_ok() { Outcome::Ok } else { Outcome::Dropped };
                 shared.metrics.message(&peer.id, Direction::Sent, item.kind, outcome);
                 if let Err(why) = written {

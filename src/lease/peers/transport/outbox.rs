@@ -4,6 +4,7 @@
 //! waited too long, and the reconnect backoff with jitter.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub(super) struct Outbox {
     frames: Mutex<VecDeque<Queued>>,
     capacity: usize,
     ready: Notify,
+    /// Frames pushed and not yet finished: queued, or taken and still
+    /// being written (see [`Outbox::finished`]).
+    unfinished: AtomicUsize,
 }
 
 impl Outbox {
@@ -37,6 +41,7 @@ impl Outbox {
             frames: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
             ready: Notify::new(),
+            unfinished: AtomicUsize::new(0),
         }
     }
 
@@ -50,6 +55,9 @@ impl Outbox {
             None
         };
         frames.push_back(item);
+        if evicted.is_none() {
+            self.unfinished.fetch_add(1, Ordering::AcqRel);
+        }
         drop(frames);
         self.ready.notify_one();
         evicted
@@ -76,8 +84,22 @@ impl Outbox {
     }
 
     /// Frames waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.frames.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A frame taken with [`Outbox::pop`] was written, or given up on.
+    pub fn finished(&self) {
+        let _ = self
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Frames waiting or being written: zero once everything pushed so far
+    /// has left (or was dropped).
+    pub fn unfinished(&self) -> usize {
+        self.unfinished.load(Ordering::Acquire)
     }
 }
 
@@ -169,6 +191,25 @@ mod tests {
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox.pop().await.frame[0], 2);
         assert_eq!(outbox.pop().await.frame[0], 3);
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_unfinished_until_written_or_dropped() {
+        let outbox = Outbox::new(2);
+        outbox.push(item(1));
+        outbox.push(item(2));
+        assert_eq!(outbox.unfinished(), 2);
+        // An eviction finishes the oldest frame.
+        outbox.push(item(3));
+        assert_eq!(outbox.unfinished(), 2);
+        let taken = outbox.pop().await;
+        assert_eq!((outbox.len(), outbox.unfinished()), (1, 2), "{taken:?}");
+        outbox.finished();
+        assert_eq!(outbox.unfinished(), 1);
+        let _ = outbox.pop().await;
+        outbox.finished();
+        outbox.finished();
+        assert_eq!(outbox.unfinished(), 0, "never below zero");
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ pub struct PeerStatus {
     pub inbound: bool,
     /// The last heartbeat round trip, if any.
     pub last_rtt: Option<Duration>,
-    /// Frames waiting to be sent to it.
+    /// Frames waiting to be sent to it, or being written.
     pub queued: usize,
 }
 
@@ -85,7 +85,7 @@ impl PeerState {
             connected: self.connected.load(Ordering::Relaxed),
             inbound: self.inbound.load(Ordering::Relaxed) > 0,
             last_rtt: rtt.checked_sub(1).map(Duration::from_micros),
-            queued: self.outbox.len(),
+            queued: self.outbox.unfinished(),
         }
     }
 }
