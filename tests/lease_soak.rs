@@ -170,7 +170,6 @@ async fn soak_etcd_rounds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the peers backend driver (in progress)"]
 async fn soak_peers_rounds() {
     let pki = pki::Pki::new();
     let mut faults = FAULTS.to_vec();
