@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -277,29 +277,10 @@ fn read(path: &Path) -> Result<u64, CounterError> {
         .ok_or_else(corrupt)
 }
 
-/// Writes `value` to `path` so that after a crash the file holds either the
-/// old or the new value, never a torn one, and the new one once this returns.
+/// Writes `value` to `path`, crash-safe (see [`super::durable::write_atomic`]).
 fn write(path: &Path, value: u64) -> Result<(), CounterError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    // A leading dot: no lease's counter file (`local-...`) can have this name.
-    let temp = dir.join(format!(".{name}.tmp"));
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CounterError::Write { path, source }
-    };
-    let mut file = File::create(&temp).map_err(write_error(&temp))?;
-    file.write_all(format!("{value}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(write_error(&temp))?;
-    drop(file);
-    std::fs::rename(&temp, path).map_err(write_error(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_error(dir))
+    super::durable::write_atomic(path, format!("{value}\n").as_bytes())
+        .map_err(|(path, source)| CounterError::Write { path, source })
 }
 
 #[cfg(test)]

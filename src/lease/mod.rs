@@ -17,6 +17,7 @@
 //! per configured lease ([`Leases`]).
 
 pub mod clock;
+pub mod durable;
 pub mod etcd;
 pub mod gate;
 pub mod health;

@@ -20,7 +20,7 @@
 //! it. Writes are atomic (temp file, fsync, rename, fsync of the directory).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::acceptor::Durable;
@@ -132,27 +132,8 @@ impl StateFile {
     /// the new state, never a torn one, and the new one once this returns.
     /// Blocking: call it off the async runtime's hot path.
     pub fn store(&self, state: &Durable) -> Result<(), StateError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        // A leading dot: no state file (`peers-...`) can have this name.
-        let temp = dir.join(format!(".{name}.tmp"));
-        let write_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Write { path, source }
-        };
-        let mut file = File::create(&temp).map_err(write_error(&temp))?;
-        file.write_all(&encode(state, self.members_digest))
-            .and_then(|()| file.sync_all())
-            .map_err(write_error(&temp))?;
-        drop(file);
-        std::fs::rename(&temp, &self.path).map_err(write_error(&self.path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_error(dir))
+        crate::lease::durable::write_atomic(&self.path, &encode(state, self.members_digest))
+            .map_err(|(path, source)| StateError::Write { path, source })
     }
 }
 
