@@ -87,14 +87,12 @@ struct Bounds {
     /// Whose app is healthy: only they acquire.
     proposers: [bool; 3],
     renew_every: Millis,
-    /// Packets in flight at most; a message sent beyond that is lost.
-    capacity: usize,
+    /// Packets that may stay in flight across a tick (0, 1 or 2); all
+    /// others are lost when real time moves on.
+    survivors: usize,
     /// Whether `Learn`s travel (they are advisory; without them every one
     /// is lost).
     learn: bool,
-    grow_only: bool,
-    slots: bool,
-    survivors: usize,
 }
 
 impl Bounds {
@@ -109,11 +107,8 @@ impl Bounds {
             max_rounds: 6,
             proposers: [true, true, true],
             renew_every: RENEW_EVERY,
-            capacity: 6,
-            learn: true,
-            grow_only: true,
-            slots: true,
             survivors: 1,
+            learn: true,
         }
     }
 }
@@ -140,25 +135,59 @@ impl fmt::Display for Bounds {
     }
 }
 
-/// A message in flight, encoded (the codec gives the set an order).
+/// A message in flight: its slot (sender, receiver, kind, ballot or
+/// token), then the message encoded (the codec gives the set an order).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Packet {
+    slot: Slot,
+    bytes: Vec<u8>,
+}
+
+/// At most one message per slot is in flight: an answer sent again for
+/// the same ballot while the first is still on its way is lost (the
+/// proposer counts one answer per node and ballot anyway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Slot {
     from: u8,
     to: u8,
-    bytes: Vec<u8>,
+    kind: u8,
+    number: u64,
 }
 
 impl Packet {
     fn new(from: usize, to: usize, message: Message) -> Packet {
+        let (kind, number) = match &message {
+            Message::Prepare { ballot, .. } => (0, ballot.as_u64()),
+            Message::Promise { ballot, .. } => (1, ballot.as_u64()),
+            Message::Propose { ballot, .. } => (2, ballot.as_u64()),
+            Message::Accepted { ballot } => (3, ballot.as_u64()),
+            Message::Nack { ballot, .. } => (4, ballot.as_u64()),
+            Message::Release { token, .. } => (5, *token),
+            Message::Learn { token, .. } => (6, *token),
+            Message::Sync => (7, 0),
+            Message::SyncReply { .. } => (8, 0),
+        };
         let envelope = Envelope::Lease {
             lease: LEASE.into(),
             message,
         };
         Packet {
-            from: from as u8,
-            to: to as u8,
+            slot: Slot {
+                from: from as u8,
+                to: to as u8,
+                kind,
+                number,
+            },
             bytes: messages::encode(&envelope).unwrap(),
         }
+    }
+
+    fn from(&self) -> usize {
+        usize::from(self.slot.from)
+    }
+
+    fn to(&self) -> usize {
+        usize::from(self.slot.to)
     }
 
     fn message(&self) -> Message {
@@ -171,8 +200,8 @@ impl Packet {
 
 impl fmt::Debug for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let from = IDS[usize::from(self.from)];
-        let to = IDS[usize::from(self.to)];
+        let from = IDS[self.from()];
+        let to = IDS[self.to()];
         write!(f, "{from}→{to} {}", short(&self.message()))
     }
 }
@@ -202,21 +231,6 @@ fn short(message: &Message) -> String {
         Message::Sync => "Sync".into(),
         Message::SyncReply { promised, .. } => format!("SyncReply {promised}"),
     }
-}
-
-fn slot(from: usize, to: usize, m: &Message) -> (usize, usize, u8, u64) {
-    let (kind, n) = match m {
-        Message::Prepare { ballot, .. } => (0, ballot.as_u64()),
-        Message::Promise { ballot, .. } => (1, ballot.as_u64()),
-        Message::Propose { ballot, .. } => (2, ballot.as_u64()),
-        Message::Accepted { ballot } => (3, ballot.as_u64()),
-        Message::Nack { ballot, .. } => (4, ballot.as_u64()),
-        Message::Release { token, .. } => (5, *token),
-        Message::Learn { token, .. } => (6, *token),
-        Message::Sync => (7, 0),
-        Message::SyncReply { .. } => (8, 0),
-    };
-    (from, to, kind, n)
 }
 
 /// A running node's machines.
@@ -265,10 +279,9 @@ struct State {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Step {
+    /// The packet stays in flight: it may be delivered again (duplication)
+    /// until a tick drops it.
     Deliver(Packet),
-    /// Deliver and keep a copy in flight.
-    Duplicate(Packet),
-    Drop(Packet),
     Timer(usize, TimerKind),
     /// The acceptor's own timer (`wake_at`, while amnesiac).
     Wake(usize),
@@ -349,16 +362,13 @@ impl LeaseModel {
     }
 
     fn send(&self, s: &mut State, from: usize, to: usize, message: Message) {
-        if s.net.len() >= self.bounds.capacity
-            || (!self.bounds.learn && matches!(message, Message::Learn { .. }))
-        {
+        if !self.bounds.learn && matches!(message, Message::Learn { .. }) {
             return;
         }
-        let key = slot(from, to, &message);
-        if self.bounds.slots && s.net.iter().any(|p| slot(usize::from(p.from), usize::from(p.to), &p.message()) == key) {
-            return;
+        let packet = Packet::new(from, to, message);
+        if s.net.iter().all(|p| p.slot != packet.slot) {
+            s.net.insert(packet);
         }
-        s.net.insert(Packet::new(from, to, message));
     }
 
     fn broadcast(&self, s: &mut State, from: usize, message: &Message) {
@@ -425,7 +435,7 @@ impl LeaseModel {
     }
 
     fn deliver(&self, s: &mut State, packet: &Packet) {
-        let (from, to) = (usize::from(packet.from), usize::from(packet.to));
+        let (from, to) = (packet.from(), packet.to());
         let message = packet.message();
         let local = self.local(s, to);
         let Some(m) = s.nodes[to].up.as_mut() else {
@@ -522,30 +532,23 @@ impl Model for LeaseModel {
             return;
         }
         for packet in &s.net {
-            if s.nodes[usize::from(packet.to)].up.is_some() {
+            if s.nodes[packet.to()].up.is_some() {
                 out.push(Step::Deliver(packet.clone()));
-                if !self.bounds.grow_only {
-                    out.push(Step::Duplicate(packet.clone()));
-                }
-            }
-            if !self.bounds.grow_only {
-                out.push(Step::Drop(packet.clone()));
             }
         }
         let before = out.len();
         self.overdue(s, out);
         if out.len() == before && s.t < self.bounds.horizon {
-            if self.bounds.survivors == usize::MAX {
-                out.push(Step::Tick(s.net.clone()));
-            } else {
-                let packets: Vec<&Packet> = s.net.iter().collect();
-                out.push(Step::Tick(BTreeSet::new()));
-                for (i, p) in packets.iter().enumerate() {
+            // Real time moves on; at most `survivors` packets stay in flight.
+            let packets: Vec<&Packet> = s.net.iter().collect();
+            out.push(Step::Tick(BTreeSet::new()));
+            for (i, p) in packets.iter().enumerate() {
+                if self.bounds.survivors >= 1 {
                     out.push(Step::Tick([(*p).clone()].into()));
-                    if self.bounds.survivors >= 2 {
-                        for q in &packets[i + 1..] {
-                            out.push(Step::Tick([(*p).clone(), (*q).clone()].into()));
-                        }
+                }
+                if self.bounds.survivors >= 2 {
+                    for q in &packets[i + 1..] {
+                        out.push(Step::Tick([(*p).clone(), (*q).clone()].into()));
                     }
                 }
             }
@@ -573,16 +576,7 @@ impl Model for LeaseModel {
     fn next_state(&self, last: &State, step: Step) -> Option<State> {
         let mut s = last.clone();
         match step {
-            Step::Deliver(packet) => {
-                if !self.bounds.grow_only {
-                    s.net.remove(&packet);
-                }
-                self.deliver(&mut s, &packet);
-            }
-            Step::Duplicate(packet) => self.deliver(&mut s, &packet),
-            Step::Drop(packet) => {
-                s.net.remove(&packet);
-            }
+            Step::Deliver(packet) => self.deliver(&mut s, &packet),
             Step::Timer(i, kind) => {
                 s.nodes[i].timers[kind as usize] = None;
                 self.proposer_event(&mut s, i, Event::Timer(kind));
@@ -738,11 +732,8 @@ fn correct_protocol_is_safe_within_small_bounds() {
         max_rounds: 3,
         proposers: [true, true, false],
         renew_every: RENEW_EVERY,
-        capacity: 4,
-        learn: true,
-        grow_only: true,
-        slots: true,
         survivors: 1,
+        learn: true,
     };
     check_correct("small", bounds);
 }
@@ -753,87 +744,31 @@ fn correct_protocol_is_safe_within_the_full_bounds() {
     check_correct("full", Bounds::full());
 }
 
+
 #[test]
 #[ignore]
 fn experiment() {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let rates = match env("RATES", 2) { 1 => vec![4], 2 => vec![4, 6], _ => ALL_RATES.to_vec() };
     let bounds = Bounds {
-        horizon: env("H", 20) as u8,
-        rates: if env("NOMINAL", 0) == 1 { ALL_RATES.to_vec() } else { vec![UNITS - 1, UNITS + 1] },
-        max_crashes: env("CRASHES", 1) as u8,
-        max_lost_files: env("LOST", 1) as u8,
-        max_releases: env("RELEASES", 1) as u8,
+        horizon: env("H", 30) as u8,
+        rates,
+        max_crashes: env("CRASHES", 0) as u8,
+        max_lost_files: env("LOST", 0) as u8,
+        max_releases: env("RELEASES", 0) as u8,
         max_rounds: env("ROUNDS", 3) as u8,
         proposers: [true, true, env("P3", 0) == 1],
         renew_every: env("RENEW", RENEW_EVERY),
-        capacity: env("CAP", 4) as usize,
-        learn: env("LEARN", 1) == 1,
-        grow_only: env("GROW", 1) == 1,
-        slots: env("SLOTS", 1) == 1,
         survivors: env("SURV", 1) as usize,
+        learn: env("LEARN", 1) == 1,
     };
-    let depth = env("DEPTH", 0) as usize;
-    if depth > 0 {
-        let faults = Faults { ignore_open_filter: true, ..Faults::default() };
-        let c = LeaseModel::new(bounds, faults).checker().threads(2).target_max_depth(depth).spawn_bfs().join();
-        println!("depth {depth}: {} states, {} unique, max depth {}", c.state_count(), c.unique_state_count(), c.max_depth());
-        return;
+    println!("{bounds}");
+    let faults = Faults { ignore_open_filter: true, ..Faults::default() };
+    let started = Instant::now();
+    let b = LeaseModel::new(bounds, faults).checker().threads(2).finish_when(HasDiscoveries::AnyFailures);
+    fn show(c: impl Checker<LeaseModel>, started: Instant) {
+        println!("{} states, {} unique, max depth {}, {:.1?}", c.state_count(), c.unique_state_count(), c.max_depth(), started.elapsed());
+        for p in [G1, G2].into_iter().chain(SOMETIMES) { println!("{p}: {:?}", c.discovery(p).map(|p| p.into_actions().len())); }
     }
-    check_correct("experiment", bounds);
-}
-
-#[test]
-#[ignore]
-fn walk() {
-    let bounds = Bounds { horizon: 2, rates: vec![4,6], max_crashes: 0, max_lost_files: 0, max_releases: 0, max_rounds: 2, proposers: [true, true, false], renew_every: RENEW_EVERY, capacity: 4, learn: true, grow_only: true, slots: true, survivors: 1 };
-    let m = LeaseModel::new(bounds, Faults { ignore_open_filter: true, ..Faults::default() });
-    let mut s = m.init_states().remove(0);
-    let mut rng = 12345u64;
-    for step in 0..300 {
-        let mut acts = Vec::new();
-        m.actions(&s, &mut acts);
-        if acts.is_empty() { println!("terminal at {step}"); break; }
-        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-        let a = acts[(rng % acts.len() as u64) as usize].clone();
-        println!("{step}: t={} rounds={} net={} {:?}", s.t, s.rounds, s.net.len(), a);
-        s = m.next_state(&s, a).unwrap();
-    }
-    println!("{:#?}", s);
-}
-
-#[test]
-#[ignore]
-fn mybfs() {
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let bounds = Bounds { horizon: env("H", 2) as u8, rates: vec![4], max_crashes: 0, max_lost_files: 0, max_releases: 0, max_rounds: env("ROUNDS", 2) as u8, proposers: [true, true, false], renew_every: RENEW_EVERY, capacity: 100, learn: env("LEARN", 1) == 1, grow_only: true, slots: env("SLOTS", 1) == 1, survivors: env("SURV", 1) as usize };
-    let m = LeaseModel::new(bounds, Faults { ignore_open_filter: true, ..Faults::default() });
-    let mut seen = std::collections::HashSet::new();
-    let mut frontier: Vec<State> = m.init_states();
-    for s in &frontier { seen.insert(s.clone()); }
-    for depth in 0..env("DEPTH", 60) {
-        let mut next = Vec::new();
-        for s in &frontier {
-            let mut acts = Vec::new();
-            m.actions(s, &mut acts);
-            for a in acts {
-                let n = m.next_state(s, a).unwrap();
-                if seen.insert(n.clone()) { next.push(n); }
-            }
-        }
-        println!("depth {depth}: {} new, {} seen, max net {}", next.len(), seen.len(), next.iter().map(|s| s.net.len()).max().unwrap_or(0));
-        let mut hist = std::collections::BTreeMap::new();
-        for s in &seen { *hist.entry(s.t).or_insert(0usize) += 1; }
-        println!("  per t: {hist:?}");
-        if let Ok(dir) = std::env::var("DUMP") {
-            if seen.len() > 1_000_000 {
-                let mut k = 0;
-                for s in &seen { if s.t == 6 && k < 40 { std::fs::write(format!("{dir}/s{k}.txt"), format!("{s:#?}")).unwrap(); k += 1; } }
-                return;
-            }
-        }
-        if next.is_empty() || seen.len() > 3_000_000 || depth + 1 == env("DEPTH", 60) { 
-            if let Some(s) = next.first() { println!("{:#?}", s.net); println!("{:?}", s.nodes.iter().map(|n| n.up.as_ref().map(|m| (m.proposer.clone()))).collect::<Vec<_>>()); }
-            break; }
-        frontier = next;
-    }
+    if env("DFS", 1) == 1 { show(b.spawn_dfs().join(), started) } else { show(b.spawn_bfs().join(), started) };
 }
