@@ -1120,6 +1120,34 @@ pub mod cluster {
             logs::intervals(&logs::events(lines.iter().map(String::as_str)))
         }
 
+        /// For a failure message: each node's `/leases` (what it believes:
+        /// amnesia, quarantine, ballots, peers' reachability) and the tail
+        /// of its log.
+        pub async fn dump(&self) -> String {
+            let mut out = String::new();
+            for i in 0..self.len() {
+                let leases = match self.admin_url(i, "/leases") {
+                    Some(url) => {
+                        let get = super::super::get(&url);
+                        match tokio::time::timeout(Duration::from_secs(2), get).await {
+                            Ok((_, _, body)) => body,
+                            Err(_) => "(no answer within 2 s)".to_owned(),
+                        }
+                    }
+                    None => "(not running)".to_owned(),
+                };
+                out.push_str(&format!(
+                    "--- {} ---
+/leases: {leases}
+{}
+",
+                    self.id(i),
+                    self.log_tail(i, 25)
+                ));
+            }
+            out
+        }
+
         /// The tail of node `i`'s current stderr, for failure messages.
         pub fn log_tail(&self, i: usize, n: usize) -> String {
             match &self.procs[i] {
@@ -1431,9 +1459,14 @@ pub mod driver {
                                 first_stamp_above(seen, holding.token)
                             })
                             .await;
-                        Some(first.unwrap_or_else(|e| panic!("round {round}: {e}")))
+                        Some(first)
                     };
                     let ((), first) = tokio::join!(cluster.restart(victim), newer);
+                    let first = match first {
+                        Some(Err(e)) => panic!("round {round}: {e}\n{}", cluster.dump().await),
+                        Some(Ok(stamp)) => Some(stamp),
+                        None => None,
+                    };
                     // A stamp before the fault: the holder had changed
                     // during the pause before it (no failover to time).
                     if let Some(stamp) = first.filter(|&stamp| stamp > fault_ns) {
@@ -1612,12 +1645,10 @@ pub mod driver {
                 },
             )
             .await;
-        found.unwrap_or_else(|e| {
-            let tails: Vec<String> = (0..cluster.len())
-                .map(|i| format!("--- {} ---\n{}", cluster.id(i), cluster.log_tail(i, 15)))
-                .collect();
-            panic!("{what}: {e}\n{}", tails.join("\n"))
-        })
+        match found {
+            Ok(holding) => holding,
+            Err(e) => panic!("{what}: {e}\n{}", cluster.dump().await),
+        }
     }
 }
 

@@ -5,11 +5,25 @@
 //! ordinal`, kept below 2^53 so tokens survive JSON (JavaScript numbers).
 
 use std::fmt;
+use std::time::Duration;
 
 /// Bits of the counter. LEASES.md calls the counter `u48`, but a 48-bit
 /// counter shifted by 16 does not fit the promised 2^53; 37 bits do, and
-/// still leave ~2^37 s (4 000+ years) of wall-clock floor.
+/// still leave 2^37 / [`FLOOR_PER_SEC`] s (272 years from 1970) of
+/// wall-clock floor.
 pub const COUNTER_BITS: u32 = 37;
+
+/// Steps of the wall-clock floor of new ballots per second (§3.1).
+///
+/// LEASES.md floors the counter at Unix *seconds*; but every round, renewals
+/// included, takes a fresh ballot, and a holder renewing more than once a
+/// second drives the counter ahead of a seconds floor for good. After every
+/// member lost its state file, new tokens rest on the floor alone (§3.6), so
+/// it must outrun the rounds: 16 steps a second do unless the whole cluster
+/// runs more than 16 rounds a second for long (a `renew_every` of 3 s uses
+/// one every 3 s), and a burst of contention is caught up within the `ttl`
+/// a bootstrapping node stays quiet.
+pub const FLOOR_PER_SEC: u64 = 16;
 
 /// The largest counter a ballot can carry.
 pub const MAX_COUNTER: u64 = (1 << COUNTER_BITS) - 1;
@@ -68,25 +82,34 @@ impl Ballot {
     }
 
     /// The ballot a node with `ordinal` proposes next (§3.1): counter
-    /// `max(own promised, highest seen, unix seconds) + 1`. `None` once the
-    /// counter space is exhausted (not before the year 6000 by the wall
-    /// clock, sooner only if a member reports absurd ballots).
+    /// `max(own promised, highest seen, wall_floor) + 1`, `wall_floor` from
+    /// [`wall_floor`]. `None` once the counter space is exhausted (not
+    /// before the year 2242 by the wall clock, sooner only if a member
+    /// reports absurd ballots).
     ///
     /// The wall-clock floor costs nothing (ballots need only order) and
     /// keeps tokens growing after every node lost its state file.
     pub fn next(
         own_promised: Ballot,
         highest_seen: Ballot,
-        unix_secs: u64,
+        wall_floor: u64,
         ordinal: u16,
     ) -> Option<Ballot> {
         let counter = own_promised
             .counter
             .max(highest_seen.counter)
-            .max(unix_secs)
+            .max(wall_floor)
             .checked_add(1)?;
         Ballot::new(counter, ordinal)
     }
+}
+
+/// The wall-clock floor of ballot counters for `since_epoch` (the wall
+/// clock's time since the Unix epoch): [`FLOOR_PER_SEC`] steps a second,
+/// rounded down.
+pub fn wall_floor(since_epoch: Duration) -> u64 {
+    let steps = since_epoch.as_millis() * u128::from(FLOOR_PER_SEC) / 1_000;
+    u64::try_from(steps).unwrap_or(u64::MAX)
 }
 
 impl fmt::Display for Ballot {
@@ -157,6 +180,19 @@ mod tests {
             Ballot::next(Ballot::ZERO, Ballot::ZERO, 0, 0),
             Ballot::new(1, 0)
         );
+    }
+
+    #[test]
+    fn the_wall_floor_steps_sixteen_times_a_second_and_lasts_past_2200() {
+        assert_eq!(wall_floor(Duration::from_millis(62)), 0);
+        assert_eq!(wall_floor(Duration::from_millis(63)), 1);
+        assert_eq!(wall_floor(Duration::from_secs(10)), 160);
+        // 2200-01-01 still fits the counter; renewals twice a second for a
+        // day stay below one day of floor.
+        let year_2200 = Duration::from_secs(7_258_118_400);
+        assert!(wall_floor(year_2200) < MAX_COUNTER);
+        assert!(2 * 86_400 < wall_floor(Duration::from_secs(86_400)));
+        assert_eq!(wall_floor(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Proposer {
             self.timers[kind.index()] = None;
         }
         // Deadlines first: nothing below may count a reply after them.
-        self.expire(at);
+        self.expire(at, own, &mut out);
         match event {
             Event::Tick | Event::Timer(_) => {}
             Event::Received { from, message } => {
@@ -135,12 +135,7 @@ impl Proposer {
                     self.step_down(at, own, &mut out);
                 }
             }
-            Event::PersistFailed => {
-                if self.round.take().is_some() {
-                    let delay = self.backoff();
-                    self.next_attempt = Some(at.saturating_add(delay));
-                }
-            }
+            Event::PersistFailed => self.fail_round(at, own, None, &mut out),
         }
         // A round that ends at once (a single member) may schedule another.
         for _ in 0..3 {
@@ -182,17 +177,22 @@ impl Proposer {
 
     /// Ends what time has ended: the round at its deadline (§3.4.3), the
     /// tenure at `valid_until` (a renewal still running dies with it: the
-    /// tenure is over), a learned holder when its time is up.
-    fn expire(&mut self, at: Millis) {
+    /// tenure is over, and its grants are released), a learned holder when
+    /// its time is up.
+    fn expire(&mut self, at: Millis, own: &mut Acceptor, out: &mut Vec<Action>) {
         if self.round.as_ref().is_some_and(|r| at >= r.deadline) {
-            self.fail_round(at, None);
+            self.fail_round(at, own, None, out);
         }
-        if self.tenure.is_some_and(|t| at >= t.valid_until) {
+        if let Some(tenure) = self.tenure.filter(|t| at >= t.valid_until) {
             self.tenure = None;
             if self.round.as_ref().is_some_and(|r| r.renewing) {
                 self.round = None;
             }
             self.next_attempt = None;
+            // The gate stopped at `valid_until` already; publish anyway
+            // before anything leaves.
+            self.publish(at, own, out);
+            self.release(at, own, tenure.token, out);
         }
         if self.learned.as_ref().is_some_and(|l| at >= l.expires_at) {
             self.learned = None;
@@ -306,7 +306,7 @@ impl Proposer {
             (Outcome::Pending, _) => {}
             (Outcome::Won, Phase::Prepare) => self.propose(at, own, out),
             (Outcome::Won, Phase::Propose) => self.complete(at, own, out),
-            (Outcome::Lost { wait }, _) => self.fail_round(at, wait),
+            (Outcome::Lost { wait }, _) => self.fail_round(at, own, wait, out),
         }
     }
 
@@ -350,6 +350,9 @@ impl Proposer {
         if at >= deadline || !unbroken {
             let delay = self.backoff();
             self.next_attempt = Some(at.saturating_add(delay));
+            if !round.renewing {
+                self.release(at, own, round.token, out);
+            }
             return;
         }
         let valid_until = same_tenure.map_or(deadline, |t| t.valid_until.max(deadline));
@@ -388,14 +391,45 @@ impl Proposer {
     }
 
     /// The round failed: retry after `wait` (plus jitter), or after the
-    /// next backoff step.
-    fn fail_round(&mut self, at: Millis, wait: Option<Millis>) {
-        self.round = None;
+    /// next backoff step. An acquisition that got as far as `Propose` may
+    /// have left grants of a tenure that never began; they are released.
+    fn fail_round(
+        &mut self,
+        at: Millis,
+        own: &mut Acceptor,
+        wait: Option<Millis>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
         let delay = match wait {
             Some(wait) => wait.saturating_add(self.jitter()),
             None => self.backoff(),
         };
         self.next_attempt = Some(at.saturating_add(delay));
+        if round.phase == Phase::Propose && !round.renewing {
+            self.release(at, own, round.token, out);
+        }
+    }
+
+    /// Sends `Release{me, token}` for a tenure this node will never stamp
+    /// with (again): one that never began, or whose time ran out. Without
+    /// it, its grants would keep every other node out until they expire,
+    /// up to a `ttl`: two proposers colliding after both sent `Propose`
+    /// would each leave a majority-blocking grant at its own acceptor.
+    ///
+    /// Safe whatever arrives when: a release clears only grants of exactly
+    /// this tenure, whose token no round of this node uses again (a new
+    /// tenure takes a new ballot, a renewal needs the tenure unbroken), so
+    /// nobody is stamping with it.
+    fn release(&mut self, at: Millis, own: &mut Acceptor, token: u64, out: &mut Vec<Action>) {
+        let release = Message::Release {
+            owner: self.members.me().to_owned(),
+            token,
+        };
+        out.push(Action::Broadcast(release.clone()));
+        self.deliver_own(at, own, &release, out);
     }
 
     /// §3.5: stop stamping (published first), release what may be granted,
@@ -418,12 +452,7 @@ impl Proposer {
         }
         self.publish(at, own, out);
         for token in tokens {
-            let release = Message::Release {
-                owner: self.members.me().to_owned(),
-                token,
-            };
-            out.push(Action::Broadcast(release.clone()));
-            self.deliver_own(at, own, &release, out);
+            self.release(at, own, token, out);
         }
     }
 
@@ -486,7 +515,8 @@ impl Proposer {
         }
         let ordinal = self.members.my_ordinal();
         let promised = own.durable().promised;
-        let Some(ballot) = Ballot::next(promised, self.highest_seen, now.unix_secs, ordinal) else {
+        let Some(ballot) = Ballot::next(promised, self.highest_seen, now.wall_floor, ordinal)
+        else {
             // Counter space exhausted: nothing safe to propose.
             self.next_attempt = Some(at.saturating_add(self.timing.ttl_ms));
             return false;

@@ -68,7 +68,7 @@ struct Cluster {
     rates: [u64; 3],
     /// The wall clock, frozen: G2 must come from persisted promises, not
     /// from the wall-clock floor of ballots.
-    unix_secs: u64,
+    wall_floor: u64,
 }
 
 fn members(i: usize) -> Members {
@@ -105,7 +105,7 @@ impl Cluster {
             tenures: Vec::new(),
             renewals: 0,
             rates: [1_000 + 10 * rho_percent, 1_000 - 10 * rho_percent, 1_000],
-            unix_secs: UNIX0,
+            wall_floor: UNIX0,
         };
         for i in 0..IDS.len() {
             let disk = files.then(Durable::default);
@@ -159,7 +159,7 @@ impl Cluster {
     fn now_for(&self, i: usize) -> Now {
         Now {
             at: self.local(i),
-            unix_secs: self.unix_secs,
+            wall_floor: self.wall_floor,
         }
     }
 

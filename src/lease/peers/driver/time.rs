@@ -1,5 +1,5 @@
 //! The driver's clock: lease-clock instants as [`Millis`] since the task's
-//! start (rounded down), back again, and the wall-clock seconds ballots take
+//! start (rounded down), back again, and the wall-clock floor ballots take
 //! as a floor (§3.1).
 //!
 //! Rounding `now` down makes every deadline the machines compute from it
@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::lease::peers::ballot;
 use crate::lease::peers::proposer::Now;
 use crate::lease::peers::Millis;
 use crate::lease::LeaseClock;
@@ -44,7 +45,7 @@ impl LeaseTime {
     pub(super) fn now(&self) -> Now {
         Now {
             at: self.millis(self.clock.now()),
-            unix_secs: unix_secs(SystemTime::now()),
+            wall_floor: wall_floor(SystemTime::now()),
         }
     }
 
@@ -78,9 +79,10 @@ impl LeaseTime {
     }
 }
 
-/// Whole seconds since the Unix epoch; 0 for a clock set before it.
-pub(super) fn unix_secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// The ballot floor of wall-clock time `at`; 0 for a clock set before the
+/// Unix epoch.
+pub(super) fn wall_floor(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, ballot::wall_floor)
 }
 
 #[cfg(test)]
@@ -130,8 +132,8 @@ mod tests {
     }
 
     #[test]
-    fn unix_seconds_floor_at_zero() {
-        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(2_500)), 2);
-        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
+    fn the_wall_floor_is_zero_before_the_epoch() {
+        assert_eq!(wall_floor(UNIX_EPOCH + Duration::from_millis(2_500)), 40);
+        assert_eq!(wall_floor(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
 }

@@ -19,9 +19,9 @@ const ROUND_TIMEOUT_MAX: Millis = 2_000;
 pub struct Now {
     /// The lease clock.
     pub at: Millis,
-    /// Wall-clock seconds since the Unix epoch: only a floor for new
-    /// ballots (§3.1), never a deadline.
-    pub unix_secs: u64,
+    /// The wall clock as [`crate::lease::peers::ballot::wall_floor`] steps
+    /// it: only a floor for new ballots (§3.1), never a deadline.
+    pub wall_floor: u64,
 }
 
 /// A lease's durations, in lease-clock milliseconds.

@@ -63,7 +63,7 @@ impl Fixture {
     fn ev(&mut self, event: Event) -> Vec<Action> {
         let now = Now {
             at: self.at,
-            unix_secs: UNIX,
+            wall_floor: UNIX,
         };
         self.p.on_event(now, &mut self.own, event)
     }
@@ -413,7 +413,85 @@ fn a_quorum_completed_at_t0_plus_d_is_discarded() {
         let actions = f.recv("b", Message::Accepted { ballot });
         assert_eq!(f.p.tenure().is_some(), holds, "delay {delay}");
         assert_eq!(views(&actions).is_empty(), !holds);
+        // The discarded tenure's grants are let go at once.
+        let gone: &[u64] = if holds { &[] } else { &[ballot.as_u64()] };
+        assert_eq!(released(&actions), gone);
+        assert_eq!(f.own.grant(f.at).is_some(), holds);
     }
+}
+
+fn released(actions: &[Action]) -> Vec<u64> {
+    broadcasts(actions)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Release { owner, token } if owner == "a" => Some(*token),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_acquisition_lost_after_its_propose_releases_the_grants_it_left() {
+    let mut f = Fixture::new();
+    let ballot = f.start_round();
+    let actions = f.recv("b", promise(ballot, None));
+    assert_eq!(proposed(&actions).map(|p| p.1), Some(ballot.as_u64()));
+    // The own acceptor accepted: its grant would keep everyone out.
+    assert_eq!(f.own.grant(f.at).unwrap().owner, "a");
+    let held = Message::Nack {
+        ballot,
+        promised: ballot,
+        held: Some(Held {
+            owner: "c".into(),
+            token: 5,
+            remaining_ms: 3_000,
+        }),
+    };
+    assert!(released(&f.recv("b", held.clone())).is_empty());
+    let actions = f.recv("c", held);
+    assert_eq!(f.p.round_ballot(), None);
+    assert_eq!(released(&actions), [ballot.as_u64()]);
+    assert_eq!(f.own.grant(f.at), None);
+}
+
+#[test]
+fn an_acquisition_timed_out_after_its_propose_releases_but_not_before() {
+    for proposing in [false, true] {
+        let mut f = Fixture::new();
+        let ballot = f.start_round();
+        let t0 = f.at;
+        if proposing {
+            f.recv("b", promise(ballot, None));
+        }
+        f.at = t0 + timing().round_timeout_ms();
+        let actions = f.ev(Event::Timer(TimerKind::Round));
+        assert_eq!(f.p.round_ballot(), None);
+        let gone: &[u64] = if proposing { &[ballot.as_u64()] } else { &[] };
+        assert_eq!(released(&actions), gone, "proposing: {proposing}");
+        assert_eq!(f.own.grant(f.at), None);
+    }
+}
+
+#[test]
+fn a_failed_renewal_of_a_valid_tenure_releases_nothing() {
+    let mut f = Fixture::new();
+    let (token, t0) = f.hold();
+    f.at = t0 + timing().renew_every_ms;
+    f.ev(Event::Timer(TimerKind::Attempt));
+    let renewal = f.p.round_ballot().unwrap();
+    f.recv("b", promise(renewal, None));
+    let refused = |promised| Message::Nack {
+        ballot: renewal,
+        promised,
+        held: None,
+    };
+    let higher = Ballot::new(renewal.counter() + 5, 2).unwrap();
+    f.recv("b", refused(higher));
+    let actions = f.recv("c", refused(higher));
+    assert_eq!(f.p.round_ballot(), None);
+    assert!(released(&actions).is_empty());
+    assert_eq!(f.p.tenure().map(|t| t.0), Some(token));
+    assert!(f.own.grant(f.at).is_some());
 }
 
 #[test]
@@ -589,6 +667,14 @@ fn the_tenure_ends_at_valid_until_and_a_running_renewal_dies_with_it() {
     let actions = f.ev(Event::Timer(TimerKind::Expire));
     assert_eq!(views(&actions), [&ViewChange::NotHolding]);
     assert_eq!(f.p.tenure(), None);
+    // Published as over before its grants are released.
+    let publish = actions.iter().position(|a| matches!(a, Action::Publish(_)));
+    let release = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast(_)));
+    assert!(publish < release, "{actions:?}");
+    assert_eq!(released(&actions), [token]);
+    assert_eq!(f.own.grant(f.at), None);
     assert_ne!(f.p.round_ballot(), Some(renewal));
     // Its late acceptances are not a tenure.
     f.recv("b", promise(renewal, None));
@@ -681,7 +767,7 @@ fn a_lone_member_acquires_by_itself() {
     let mut actions = p.on_event(
         Now {
             at,
-            unix_secs: UNIX,
+            wall_floor: UNIX,
         },
         &mut own,
         Event::Tick,
@@ -691,7 +777,7 @@ fn a_lone_member_acquires_by_itself() {
         actions = p.on_event(
             Now {
                 at,
-                unix_secs: UNIX,
+                wall_floor: UNIX,
             },
             &mut own,
             Event::Timer(TimerKind::Attempt),
