@@ -177,17 +177,30 @@ impl App {
         let current = self.shared.current.load_full();
         // Leases keep running across reloads that leave their config alone.
         // Otherwise the new set starts now and the old one steps down and
-        // releases once the new routes are in place.
+        // releases once the new routes are in place; but a `peers` lease
+        // (in either set) must never run twice in one process: the new
+        // acceptor would trust a state file the old one keeps raising, and
+        // could not bind `cluster.listen`. Then the old set steps down
+        // first, and comes back if the new one cannot start.
         let lease_config = |c: &Config| (c.leases.clone(), c.cluster.clone(), c.etcd.clone());
         let same_leases = lease_config(&config) == lease_config(&current.config);
+        let stop_first = !same_leases && (config.uses_peers() || current.config.uses_peers());
+        if stop_first {
+            tracing::info!("lease configuration changed: stepping down before restarting leases");
+            current.leases.shutdown_all().await;
+        }
         let leases = if same_leases {
             current.leases.clone()
         } else {
-            Arc::new(
-                Leases::start(&config, &self.lease_metrics)
-                    .await
-                    .map_err(|e| Error::Build(e.into()))?,
-            )
+            match Leases::start(&config, &self.lease_metrics).await {
+                Ok(leases) => Arc::new(leases),
+                Err(e) => {
+                    if stop_first {
+                        self.restore_leases(&current).await;
+                    }
+                    return Err(Error::Build(e.into()));
+                }
+            }
         };
         let gen = match Generation::build(
             config.clone(),
@@ -200,6 +213,9 @@ impl App {
                 if !same_leases {
                     leases.shutdown_all().await;
                 }
+                if stop_first {
+                    self.restore_leases(&current).await;
+                }
                 return Err(Error::Build(e));
             }
         };
@@ -209,7 +225,7 @@ impl App {
         self.shared.current.store(Arc::new(gen));
         self.publish_breakers();
         self.start_listeners(&config, opened, &tls);
-        if !same_leases {
+        if !same_leases && !stop_first {
             let old = current.leases.clone();
             tokio::spawn(async move { old.shutdown_all().await });
         }
@@ -219,6 +235,35 @@ impl App {
             t.listener.reload();
         }
         Ok(())
+    }
+
+    /// After a refused reload that had stopped the running leases: starts
+    /// them again from the running configuration and serves with them. If
+    /// even that fails, lease-gated routes answer 503 until a reload
+    /// succeeds, and the log says so.
+    async fn restore_leases(&self, current: &Arc<Generation>) {
+        let leases = match Leases::start(&current.config, &self.lease_metrics).await {
+            Ok(leases) => Arc::new(leases),
+            Err(e) => {
+                tracing::error!("the previous leases could not be restarted either: {e}");
+                return;
+            }
+        };
+        match Generation::build(
+            current.config.clone(),
+            &self.metrics,
+            Some(current),
+            leases.clone(),
+        ) {
+            Ok(gen) => {
+                self.shared.current.store(Arc::new(gen));
+                tracing::info!("the previous leases are running again");
+            }
+            Err(e) => {
+                leases.shutdown_all().await;
+                tracing::error!("the previous leases could not be restarted: {e}");
+            }
+        }
     }
 
     /// TLS termination for every listener with `tls:`: the running one when

@@ -195,6 +195,8 @@ struct Setup {
     app: SocketAddr,
     pki: Pki,
     members: Vec<Member>,
+    /// The lease's `ttl` in the configs written from now on.
+    ttl: Duration,
     _state: tempfile::TempDir,
 }
 
@@ -226,6 +228,7 @@ impl Setup {
             app,
             pki: Pki::new("breakwater peers test CA"),
             members,
+            ttl: TTL,
             _state: state,
         }
     }
@@ -341,7 +344,7 @@ routes:
             cert = tls.cert.display(),
             key = tls.key.display(),
             ca = tls.ca.display(),
-            ttl = TTL.as_millis(),
+            ttl = self.ttl.as_millis(),
             renew = RENEW.as_millis(),
         )
     }
@@ -580,6 +583,68 @@ async fn release(node: &Node) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let after: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(after["am_holder"], false, "{after}");
+}
+
+/// A `peers` lease cannot run twice in one process (its state file, its
+/// `cluster.listen`), so a reload that changes it steps the old one down
+/// first; before, such a reload was refused (the new transport could not
+/// bind).
+#[tokio::test]
+async fn a_reload_that_changes_the_lease_restarts_it_and_the_cluster_holds_again() {
+    let mut s = Setup::new().await;
+    let nodes = s.start_all().await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let (_, before) = until_converged(&all).await;
+
+    s.ttl = TTL + Duration::from_millis(400);
+    for (i, node) in all.iter().enumerate() {
+        node.proxy.rewrite_config(&s.config(i, None));
+        let mark = node.proxy.log_mark();
+        node.proxy.signal("HUP");
+        node.proxy
+            .wait_for_log(mark, "configuration reloaded")
+            .await;
+    }
+    // The holder stepped down when it reloaded: a new tenure, and every
+    // acceptor promised for the new ttl.
+    let (h, after) = until_converged(&all).await;
+    assert!(after > before, "{after} > {before}");
+    all_stamped(&all, 1, after).await;
+    // (A node still quarantined after its restart promises at its end.)
+    let ttl_ms = u64::try_from(s.ttl.as_millis()).unwrap();
+    for node in &all {
+        eventually(
+            &format!("{} promised for ttl {ttl_ms} ms", node.id),
+            || async {
+                let view = node.view().await?;
+                (view["details"]["max_ttl_ms"] == ttl_ms).then_some(())
+            },
+        )
+        .await;
+    }
+    println!("reload: {} holds token {after} (was {before})", all[h].id);
+
+    // A new lease set that cannot start (its `cluster.listen` is taken:
+    // nothing `validate` can see) refuses the reload and brings the
+    // stepped-down one back.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let holder = all[h];
+    let m = &s.members[h];
+    let tls = s.pki.node(m.id);
+    holder
+        .proxy
+        .rewrite_config(&s.config(h, Some((&tls, &m.state_dir, m.port, taken_port))));
+    let mark = holder.proxy.log_mark();
+    holder.proxy.signal("HUP");
+    holder
+        .proxy
+        .wait_for_log(mark, "the previous leases are running again")
+        .await;
+    assert!(holder.proxy.logs().contains("configuration reload refused"));
+    let (_, again) = until_converged(&all).await;
+    assert!(again > after, "{again} > {after}");
+    all_stamped(&all, 1, again).await;
 }
 
 #[tokio::test]

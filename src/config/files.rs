@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::model::{Config, LeaseBackend};
+use super::model::Config;
 use super::validate::Diags;
 use super::Diagnostic;
 use crate::tls::{self, Which};
@@ -39,7 +39,7 @@ pub(super) fn check(file: &Path, config: &Config) -> Vec<Diagnostic> {
             }
         }
     }
-    if let Some(c) = config.cluster.as_ref().filter(|_| uses_peers(config)) {
+    if let Some(c) = config.cluster.as_ref().filter(|_| config.uses_peers()) {
         if let Some(t) = &c.tls {
             // Loaded as the transport will: the own certificate must chain
             // to the CA and name this node, in both TLS roles.
@@ -50,11 +50,4 @@ pub(super) fn check(file: &Path, config: &Config) -> Vec<Diagnostic> {
         }
     }
     d.list
-}
-
-fn uses_peers(config: &Config) -> bool {
-    config
-        .leases
-        .iter()
-        .any(|l| l.backend == LeaseBackend::Peers)
 }

@@ -32,6 +32,14 @@ pub struct Config {
     pub redacted_yaml: String,
 }
 
+impl Config {
+    /// Whether a lease runs on the `peers` backend (which needs `cluster`
+    /// with its transport, and may run only once per process).
+    pub fn uses_peers(&self) -> bool {
+        self.leases.iter().any(|l| l.backend == LeaseBackend::Peers)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     /// Default 127.0.0.1:9901.
