@@ -7,12 +7,15 @@
 //! figures are printed (run with `--nocapture`).
 //!
 //! The harness is backend-agnostic: each test gives the YAML of a node.
-//! `soak_etcd_rounds` runs in the suite; `soak_peers_rounds` waits for the
-//! peers backend. The properties themselves are unit-tested first, on
-//! synthetic records that break each one.
+//! `soak_etcd_rounds` and `soak_peers_rounds` run in the suite. The
+//! properties themselves are unit-tested first, on synthetic records that
+//! break each one.
 //!
-//! Rounds: `SOAK_ROUNDS` (default [`SUITE_ROUNDS`]), seed: `SOAK_SEED`. The
-//! long soak, outside CI: `benches/lease-soak.sh --rounds 1000`.
+//! Rounds: `SOAK_ROUNDS` (default [`SUITE_ROUNDS`], [`PEERS_SUITE_ROUNDS`]
+//! for peers), seed: `SOAK_SEED`. The long soak, outside CI:
+//! `benches/lease-soak.sh --backend peers --rounds 1000`. For diagnosis,
+//! `SOAK_LOG_DIR` keeps every node's whole log and `BREAKWATER_TEST_LOG`
+//! sets the nodes' log filter (e.g. `info,breakwater::lease::peers=debug`).
 //! Needs feature `test-hooks` (`./test.sh` builds with `--all-features`).
 
 mod common;
@@ -34,6 +37,9 @@ const IDS: [&str; 3] = ["n0", "n1", "n2"];
 /// about 50 s on two shared cores, more when they are busy; 8 keep the file
 /// near 20 s. `SOAK_ROUNDS` asks for more.
 const SUITE_ROUNDS: usize = 8;
+/// The peers backend is this issue's own (issue 7 asks for 20 rounds in the
+/// suite): about 50 s.
+const PEERS_SUITE_ROUNDS: usize = 20;
 /// Half the rounds kill (most of them the holder, for the failover
 /// figure); every fourth stops the holder, which is what makes the fence
 /// reject something.
@@ -170,15 +176,17 @@ async fn soak_etcd_rounds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG (liveness, not safety): a 100-round run (SOAK_SEED=14945019603240541956) had no holder \
-            for 28 s after a SIGKILL that followed a state-file wipe; run with --include-ignored"]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs feature test-hooks (./test.sh runs cargo test --all-features)"
+)]
 async fn soak_peers_rounds() {
     let pki = pki::Pki::new();
     let mut faults = FAULTS.to_vec();
     // LEASES.md §6d: state file deletion too (§3.6, the amnesiac restart).
     faults.push((Fault::KillWipe, Victim::Any));
     faults.push((Fault::Stop, Victim::Any));
-    let soak = Soak::new(TTL, RENEW, SUITE_ROUNDS, &faults);
+    let soak = Soak::new(TTL, RENEW, PEERS_SUITE_ROUNDS, &faults);
     let mut rng = Rng::new(soak.seed);
     let mut cluster = Cluster::start(&IDS, peers_config(&pki), &mut rng).await;
     let report = driver::run(&soak, &mut cluster).await;

@@ -269,7 +269,12 @@ impl BinaryProxy {
             .arg("run")
             .arg("-c")
             .arg(config.path())
-            .env("RUST_LOG", "info")
+            // `BREAKWATER_TEST_LOG` (a RUST_LOG filter) to see more when
+            // diagnosing, e.g. `info,breakwater::lease::peers=debug`.
+            .env(
+                "RUST_LOG",
+                std::env::var("BREAKWATER_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -1037,6 +1037,19 @@ pub mod cluster {
 
         fn keep_logs(&mut self, i: usize, proc: &BinaryProxy) {
             let lines = proc.logs();
+            // For diagnosis: every incarnation's whole log, appended to
+            // `$SOAK_LOG_DIR/ID.log` (with `BREAKWATER_TEST_LOG` for more).
+            if let Ok(dir) = std::env::var("SOAK_LOG_DIR") {
+                use std::io::Write;
+                let path = std::path::Path::new(&dir).join(format!("{}.log", self.id(i)));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path);
+                if let Ok(mut file) = file {
+                    let _ = writeln!(file, "{lines}\n--- exited ---");
+                }
+            }
             self.past[i].extend(
                 lines
                     .lines()
@@ -1441,6 +1454,12 @@ pub mod driver {
             let mark = cluster.checker.mark();
             let fault_ns = mono_ns();
             let mut detail = String::new();
+            if std::env::var_os("SOAK_LOG_DIR").is_some() {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                println!("round {round}: fault at unix {:.3} s", unix.as_secs_f64());
+            }
             match fault {
                 Fault::Kill | Fault::KillWipe => {
                     cluster.signal(victim, "KILL");

@@ -11,7 +11,9 @@
 //! What differs from the PaxosLease paper: `promised` and `max_ttl` are on
 //! disk, so a restart needs only a quarantine (no ballot is ever promised
 //! twice); a live grant is never replaced by another tenure's, whatever the
-//! ballot (the audit's rule A2); a release must name the exact tenure.
+//! ballot (the audit's rule A2); a release must name the exact tenure. And
+//! from LEASES.md: a quarantined acceptor refuses `Prepare` and `Propose`
+//! with a `Nack` rather than in silence, so rounds need not time out.
 
 #[cfg(test)]
 mod tests;
@@ -188,11 +190,20 @@ impl Acceptor {
                 };
                 self.on_sync_reply(now, from, state, *amnesiac)
             }
-            Message::Prepare { .. } | Message::Propose { .. } | Message::Release { .. }
-                if quarantined =>
-            {
-                Effects::default()
+            // A refusal, not silence (LEASES.md §3.3.1 drops them): a
+            // proposer waiting on this vote would otherwise wait out its
+            // round timeout, where a refusal lets it fail at once and retry
+            // when the grants it was told of run out. A refusal promises
+            // and accepts nothing, so safety is the same. No grant is
+            // reported: whatever this node granted before, it forgot.
+            Message::Prepare { ballot, .. } | Message::Propose { ballot, .. } if quarantined => {
+                Effects::reply(Message::Nack {
+                    ballot: *ballot,
+                    promised: self.durable.promised,
+                    held: None,
+                })
             }
+            Message::Release { .. } if quarantined => Effects::default(),
             Message::Prepare { ballot, ttl_ms } => self.on_prepare(now, *ballot, *ttl_ms),
             Message::Propose {
                 ballot,

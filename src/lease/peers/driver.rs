@@ -261,6 +261,7 @@ impl Driver {
     /// A message from a peer: the acceptor answers first (durably), then the
     /// proposer counts it.
     async fn on_message(&mut self, from: String, message: Message) {
+        tracing::debug!(lease = %self.lease, %from, ?message, "peer message in");
         let now = self.time.now();
         let effects = self.acceptor.handle(now.at, &from, &message);
         if !self.apply(Some(&from), effects).await {

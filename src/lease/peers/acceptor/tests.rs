@@ -294,9 +294,27 @@ fn with_its_file_it_is_quarantined_for_max_of_max_ttl_and_ttl() {
     let mut acceptor = Acceptor::new(members(), Some(state), T, TTL);
     assert_eq!(acceptor.quarantine_until(), Some(T + 30_000));
     let late = T + 30_000 - 1;
-    for message in [prepare(b(9, 1)), propose(b(9, 1), "b", 1), release("b", 1)] {
-        assert_eq!(acceptor.handle(late, "b", &message), Effects::default());
+    // Refused (not in silence, so a round need not time out), promising
+    // nothing and storing nothing; a release is ignored.
+    for message in [prepare(b(9, 1)), propose(b(9, 1), "b", 1)] {
+        assert_eq!(
+            acceptor.handle(late, "b", &message),
+            Effects {
+                reply: Some(Message::Nack {
+                    ballot: b(9, 1),
+                    promised: b(5, 1),
+                    held: None,
+                }),
+                ..Effects::default()
+            }
+        );
     }
+    assert_eq!(
+        acceptor.handle(late, "b", &release("b", 1)),
+        Effects::default()
+    );
+    assert_eq!(acceptor.durable().promised, b(5, 1));
+    assert_eq!(acceptor.grant(late), None);
     // Sync is answered during the quarantine.
     assert_eq!(
         acceptor.handle(late, "b", &Message::Sync).reply,
@@ -352,12 +370,16 @@ fn an_amnesiac_acceptor_drops_everything_and_asks_for_sync() {
     let mut acceptor = Acceptor::new(members(), None, T, TTL);
     assert!(acceptor.is_amnesiac());
     assert_eq!(acceptor.quarantine_until(), None);
-    for message in [prepare(b(9, 1)), propose(b(9, 1), "b", 1), release("b", 1)] {
-        assert_eq!(
-            acceptor.handle(T + 100 * TTL, "b", &message),
-            Effects::default()
-        );
+    // Refused, promising nothing; a release is ignored.
+    for message in [prepare(b(9, 1)), propose(b(9, 1), "b", 1)] {
+        let reply = acceptor.handle(T + 100 * TTL, "b", &message).reply;
+        assert_eq!(reply, Some(nack(b(9, 1), Ballot::ZERO)));
     }
+    assert_eq!(
+        acceptor.handle(T + 100 * TTL, "b", &release("b", 1)),
+        Effects::default()
+    );
+    assert_eq!(acceptor.durable(), Durable::default());
     assert_eq!(acceptor.wake_at(), Some(T));
     assert_eq!(acceptor.tick(T).broadcast, Some(Message::Sync));
     // Asked again every ttl/4 (at most 1 s) until recovered.
@@ -509,10 +531,12 @@ fn a_failed_write_makes_the_acceptor_amnesiac() {
     let mut acceptor = granted("b", 5, T);
     acceptor.persist_failed(T + 1);
     assert!(acceptor.is_amnesiac());
+    let promised = acceptor.durable().promised;
     assert_eq!(
         acceptor.handle(T + 1, "c", &prepare(b(99, 2))),
-        Effects::default()
+        Effects::reply(nack(b(99, 2), promised))
     );
+    assert_eq!(acceptor.durable().promised, promised);
     assert_eq!(acceptor.tick(T + 1).broadcast, Some(Message::Sync));
     // What it promised in memory is kept through recovery.
     acceptor.handle(T + 2, "b", &sync_reply(1, TTL, false));
@@ -606,5 +630,14 @@ fn promised_never_decreases_and_live_grants_are_never_replaced() {
                 .filter(|h| now < h.2)
                 .map(|h| (h.0.clone(), h.1))
         );
+    }
+}
+
+/// A refusal that reports no grant.
+fn nack(ballot: Ballot, promised: Ballot) -> Message {
+    Message::Nack {
+        ballot,
+        promised,
+        held: None,
     }
 }

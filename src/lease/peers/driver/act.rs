@@ -36,6 +36,7 @@ impl Driver {
             self.log_notice(&notice);
         }
         if let (Some(to), Some(reply)) = (from, reply) {
+            tracing::debug!(lease = %self.lease, %to, message = ?reply, "peer message out");
             if let Some(frame) = self.encode(reply) {
                 self.transport.send(to, frame);
             }
@@ -129,6 +130,7 @@ impl Driver {
     }
 
     fn broadcast(&mut self, message: Message) {
+        tracing::debug!(lease = %self.lease, ?message, "peer message out to all");
         if let Message::Prepare { ballot, .. } = &message {
             self.last_ballot = Some(*ballot);
         }

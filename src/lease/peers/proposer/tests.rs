@@ -543,7 +543,7 @@ fn a_short_ttl_rounds_time_out_after_a_quarter_of_it() {
 
 #[test]
 fn an_unreachable_open_majority_retries_when_enough_grants_run_out() {
-    let mut f = Fixture::quarantined();
+    let mut f = Fixture::new();
     let ballot = f.start_round();
     f.recv("b", promise(ballot, Some(grant("c", 77, 6_000))));
     assert!(
