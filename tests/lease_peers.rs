@@ -611,7 +611,7 @@ async fn a_reload_that_changes_the_lease_restarts_it_and_the_cluster_holds_again
     assert!(after > before, "{after} > {before}");
     all_stamped(&all, 1, after).await;
     // (A node still quarantined after its restart promises at its end.)
-    let ttl_ms = u64::try_from(s.ttl.as_millis()).unwrap();
+    let ttl_ms = u64::try_from(s.ttl.as_millis()).expect("a ttl in u64 ms");
     for node in &all {
         eventually(
             &format!("{} promised for ttl {ttl_ms} ms", node.id),
@@ -627,8 +627,8 @@ async fn a_reload_that_changes_the_lease_restarts_it_and_the_cluster_holds_again
     // A new lease set that cannot start (its `cluster.listen` is taken:
     // nothing `validate` can see) refuses the reload and brings the
     // stepped-down one back.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken_port = taken.local_addr().unwrap().port();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let taken_port = taken.local_addr().expect("its address").port();
     let holder = all[h];
     let m = &s.members[h];
     let tls = s.pki.node(m.id);
