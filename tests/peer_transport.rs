@@ -238,6 +238,8 @@ async fn cluster(pki: &Pki, ids: &[&str]) -> Vec<Node> {
 const REJECTED: &str = "breakwater_peer_rejected_total";
 const MESSAGES: &str = "breakwater_peer_messages_total";
 const CONNECT_ERRORS: &str = "breakwater_peer_connect_errors_total";
+const QUORUM: &str = "breakwater_peer_quorum";
+const QUORUM_CHANGES: &str = "breakwater_peer_quorum_changes_total";
 
 /// Asserts that nothing was handed up to `node` (give a refused peer's
 /// frames time to arrive first).
@@ -568,6 +570,10 @@ async fn a_dead_peer_does_not_hold_up_the_others() {
     let a = Node::start("a", &pki.node("a"), &[("b", b_addr), ("d", dead)], la);
     let mut b = Node::start("b", &pki.node("b"), &[("a", a_addr), ("d", dead)], lb);
     a.connected_to("b").await;
+    // Two of three connected: a majority, with d dead.
+    a.metric_reaches(QUORUM_CHANGES, &[("to", "regained")], 1.0)
+        .await;
+    assert_eq!(a.metric(QUORUM, &[]), 1.0);
 
     let started = Instant::now();
     for i in 0..50u32 {
@@ -689,9 +695,16 @@ async fn a_restarted_peer_is_reached_again() {
     let mut b = Node::start("b", &b_tls, &[("a", a_addr)], lb);
     a.handle.send("b", b"before".to_vec());
     assert_eq!(b.recv().await, ("a".to_owned(), b"before".to_vec()));
+    // Of two members, both are needed.
+    a.metric_reaches(QUORUM_CHANGES, &[("to", "regained")], 1.0)
+        .await;
+    assert_eq!(a.metric(QUORUM, &[]), 1.0);
 
     b.handle.shutdown().await;
     assert_eq!(within("b's inbox ends", b.inbox.recv()).await, None);
+    a.metric_reaches(QUORUM_CHANGES, &[("to", "lost")], 1.0)
+        .await;
+    assert_eq!(a.metric(QUORUM, &[]), 0.0);
     let lb = TcpListener::bind(b.addr).await.expect("b's port again");
     let mut b = Node::start("b", &b_tls, &[("a", a_addr)], lb);
 
@@ -707,4 +720,8 @@ async fn a_restarted_peer_is_reached_again() {
     assert_eq!(from, "a");
     assert_eq!(frame.len(), 4);
     a.connected_to("b").await;
+    a.metric_reaches(QUORUM_CHANGES, &[("to", "regained")], 2.0)
+        .await;
+    assert_eq!(a.metric(QUORUM, &[]), 1.0);
+    assert_eq!(a.metric(QUORUM_CHANGES, &[("to", "lost")]), 1.0);
 }

@@ -26,7 +26,7 @@ mod network;
 mod tests;
 mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -119,6 +119,31 @@ impl Backend for PeersBackend {
     }
 }
 
+/// This node's last round (acquisition or renewal) as `/leases/NAME`
+/// shows it: the acceptors that promised its ballot and that accepted it,
+/// this node's own included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LastRound {
+    pub ballot: Ballot,
+    pub promised: BTreeSet<String>,
+    pub accepted: BTreeSet<String>,
+}
+
+impl LastRound {
+    /// Notes `message` from `from` if it answers this round.
+    fn answered(&mut self, from: &str, message: &Message) {
+        match message {
+            Message::Promise { ballot, .. } if *ballot == self.ballot => {
+                self.promised.insert(from.to_owned());
+            }
+            Message::Accepted { ballot } if *ballot == self.ballot => {
+                self.accepted.insert(from.to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What woke the task.
 enum Wake {
     Command(Option<Command>),
@@ -143,7 +168,8 @@ struct Driver {
     me: Holder,
     health_open: bool,
     inbox_open: bool,
-    last_ballot: Option<Ballot>,
+    /// This node's last round and who answered it, for the details.
+    last_round: Option<LastRound>,
     details_at: tokio::time::Instant,
 }
 
@@ -196,7 +222,7 @@ impl Driver {
             timers: BTreeMap::new(),
             health_open: true,
             inbox_open: true,
-            last_ballot: None,
+            last_round: None,
             details_at: tokio::time::Instant::now(),
             ctx,
         }
@@ -261,6 +287,9 @@ impl Driver {
     /// A message from a peer: the acceptor answers first (durably), then the
     /// proposer counts it.
     async fn on_message(&mut self, from: String, message: Message) {
+        if let Some(round) = &mut self.last_round {
+            round.answered(&from, &message);
+        }
         tracing::debug!(lease = %self.lease, %from, ?message, "peer message in");
         let now = self.time.now();
         let effects = self.acceptor.handle(now.at, &from, &message);
@@ -361,7 +390,7 @@ impl Driver {
             now,
             acceptor: &self.acceptor,
             proposer: &self.proposer,
-            last_ballot: self.last_ballot,
+            last_round: self.last_round.as_ref(),
             peers: self.transport.reachability(),
             state_file: show(self.state.path()),
         };

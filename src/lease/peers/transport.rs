@@ -205,7 +205,10 @@ impl Transport {
             metrics,
             handshakes: AtomicUsize::new(0),
             log: LogGate::default(),
+            quorum: Mutex::new(None),
         });
+        // A lone member is its own majority from the start.
+        shared.connection_changed();
         let net = Arc::new(net);
         let mut tasks = vec![tokio::spawn(inbound::accept_loop(
             shared.clone(),
@@ -313,6 +316,8 @@ impl TransportHandle {
         for peer in self.shared.peers.values() {
             peer.set_connected(false);
         }
+        // Not a loss: the node is going away (the gauge reads 0 again).
+        self.shared.metrics.quorum(false, false);
     }
 }
 
@@ -346,9 +351,41 @@ struct Shared {
     /// Accepted connections still in TLS or Hello.
     handshakes: AtomicUsize,
     log: LogGate,
+    /// Whether this node and the peers it is connected to were a majority
+    /// when last looked at; `None` before the first look.
+    quorum: Mutex<Option<bool>>,
 }
 
 impl Shared {
+    /// Called after a connection to a peer came up or went down: whether
+    /// this node still reaches a majority of the members (itself and the
+    /// peers its connections to are up), logged and counted when that
+    /// changes. Without it no round can succeed, here or at a node that
+    /// needs this one's vote.
+    fn connection_changed(&self) {
+        let members = self.peers.len() + 1;
+        let up = 1 + self.peers.values().filter(|p| p.status().connected).count();
+        let reached = up > members / 2;
+        let mut last = self.quorum.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *last != Some(reached) && (last.is_some() || reached);
+        *last = Some(reached);
+        drop(last);
+        self.metrics.quorum(reached, changed);
+        if changed && reached {
+            tracing::info!(
+                connected = up,
+                members,
+                "peer quorum reached: a majority is connected"
+            );
+        } else if changed {
+            tracing::warn!(
+                connected = up,
+                members,
+                "peer quorum lost: fewer than a majority connected"
+            );
+        }
+    }
+
     /// Queues a checked frame for `peer`, or counts why not.
     fn enqueue(&self, peer: &PeerState, checked: Checked) {
         let (frame, kind) = match checked {

@@ -4,7 +4,9 @@
 //! sent, both machines are told, and a `Holding` that could not be
 //! published is stepped down from.
 
-use super::{show, Driver};
+use std::collections::BTreeSet;
+
+use super::{show, Driver, LastRound};
 use crate::lease::peers::acceptor::{Durable, Effects};
 use crate::lease::peers::messages::{self, Envelope, Message};
 use crate::lease::peers::proposer::{Action, Event, ViewChange};
@@ -131,8 +133,35 @@ impl Driver {
 
     fn broadcast(&mut self, message: Message) {
         tracing::debug!(lease = %self.lease, ?message, "peer message out to all");
-        if let Message::Prepare { ballot, .. } = &message {
-            self.last_ballot = Some(*ballot);
+        // The own acceptor answered before anything is sent (the proposer
+        // hands it each message first); its vote counts unless quarantined.
+        let now = self.time.now().at;
+        let me = self.me.node_id.clone();
+        match &message {
+            Message::Prepare { ballot, .. } => {
+                let mut round = LastRound {
+                    ballot: *ballot,
+                    promised: BTreeSet::new(),
+                    accepted: BTreeSet::new(),
+                };
+                if !self.acceptor.is_quarantined(now) && self.acceptor.durable().promised == *ballot
+                {
+                    round.promised.insert(me);
+                }
+                self.last_round = Some(round);
+            }
+            Message::Propose { ballot, .. } => {
+                let own = self
+                    .acceptor
+                    .grant(now)
+                    .is_some_and(|g| g.ballot == *ballot);
+                if let Some(round) = self.last_round.as_mut().filter(|r| r.ballot == *ballot) {
+                    if own {
+                        round.accepted.insert(me);
+                    }
+                }
+            }
+            _ => {}
         }
         if let Some(frame) = self.encode(message) {
             self.transport.broadcast(frame);

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
+use super::LastRound;
 use crate::lease::peers::acceptor::Acceptor;
-use crate::lease::peers::ballot::Ballot;
 use crate::lease::peers::proposer::Proposer;
 use crate::lease::peers::transport::PeerStatus;
 use crate::lease::peers::Millis;
@@ -15,8 +15,8 @@ pub(super) struct Snapshot<'a> {
     pub now: Millis,
     pub acceptor: &'a Acceptor,
     pub proposer: &'a Proposer,
-    /// The ballot of the last round this node started.
-    pub last_ballot: Option<Ballot>,
+    /// The last round this node started, and who answered it.
+    pub last_round: Option<&'a LastRound>,
     pub peers: Vec<PeerStatus>,
     pub state_file: String,
 }
@@ -54,7 +54,9 @@ pub(super) fn to_json(s: &Snapshot<'_>) -> Value {
     json!({
         "members": members.ids(),
         "majority": members.majority(),
-        "ballot": s.last_ballot.map(Ballot::as_u64),
+        "ballot": s.last_round.map(|r| r.ballot.as_u64()),
+        "promised_by": s.last_round.map(|r| &r.promised),
+        "accepted_by": s.last_round.map(|r| &r.accepted),
         "round_running": s.proposer.round_ballot().is_some(),
         "highest_seen": s.proposer.highest_seen().as_u64(),
         "next_attempt_in_ms": s.proposer.next_attempt().map(after),

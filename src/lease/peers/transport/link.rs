@@ -55,10 +55,12 @@ pub(super) async fn run<N: Network>(
             Ok(stream) => {
                 last_failure = None;
                 peer.set_connected(true);
+                shared.connection_changed();
                 tracing::info!(peer = %peer.id, address = %peer.address, "peer connected");
                 let up = Instant::now();
                 let why = serve(&shared, &peer, stream).await;
                 peer.set_connected(false);
+                shared.connection_changed();
                 tracing::info!(peer = %peer.id, reason = why, "peer connection closed");
                 // Only a connection that lasted restarts the backoff, so a
                 // peer that takes connections and drops them is not

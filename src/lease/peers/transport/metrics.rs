@@ -63,6 +63,8 @@ pub struct PeerMetrics {
     rejected: IntCounterVec,
     connected: IntGaugeVec,
     connect_errors: IntCounterVec,
+    quorum: IntGauge,
+    quorum_changes: IntCounterVec,
 }
 
 impl PeerMetrics {
@@ -110,6 +112,17 @@ impl PeerMetrics {
                 "Failed attempts of this node to connect to a peer, by reason.",
                 &["peer", "reason"],
             ),
+            quorum: IntGauge::with_opts(Opts::new(
+                "breakwater_peer_quorum",
+                "1 while this node and the peers it is connected to are a majority of the \
+                 members (it can take part in rounds), else 0.",
+            ))
+            .expect("static metric definition"),
+            quorum_changes: counter(
+                "breakwater_peer_quorum_changes_total",
+                "Times this node lost or regained (first reached included) a connected majority.",
+                &["to"],
+            ),
         };
         families.register(metrics.registry())?;
         Ok(families)
@@ -140,23 +153,39 @@ impl PeerMetrics {
         self.connect_errors.with_label_values(&[peer, reason]).inc();
     }
 
+    /// Records whether this node reaches a majority now; counts a change.
+    pub fn quorum(&self, reached: bool, changed: bool) {
+        self.quorum.set(i64::from(reached));
+        if changed {
+            let to = if reached { "regained" } else { "lost" };
+            self.quorum_changes.with_label_values(&[to]).inc();
+        }
+    }
+
     /// The connection gauge of `peer`, at 0 until set.
     pub fn connected(&self, peer: &str) -> IntGauge {
         self.connected.with_label_values(&[peer])
     }
 
-    fn collectors(&self) -> [Box<dyn Collector>; 5] {
+    fn collectors(&self) -> [Box<dyn Collector>; 7] {
         [
             Box::new(self.rtt.clone()),
             Box::new(self.messages.clone()),
             Box::new(self.rejected.clone()),
             Box::new(self.connected.clone()),
             Box::new(self.connect_errors.clone()),
+            Box::new(self.quorum.clone()),
+            Box::new(self.quorum_changes.clone()),
         ]
     }
 
-    fn counters(&self) -> [&IntCounterVec; 3] {
-        [&self.messages, &self.rejected, &self.connect_errors]
+    fn counters(&self) -> [&IntCounterVec; 4] {
+        [
+            &self.messages,
+            &self.rejected,
+            &self.connect_errors,
+            &self.quorum_changes,
+        ]
     }
 
     fn register(&self, registry: &Registry) -> Result<(), String> {
