@@ -20,74 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use breakwater::config::PeerTls;
 use bytes::Bytes;
+use common::pki::Pki;
 use common::*;
 use http::StatusCode;
 use hyper::body::Incoming;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 
 const TTL: Duration = Duration::from_secs(2);
 const RENEW: Duration = Duration::from_millis(500);
 const LEASE: &str = "/leases/orders";
 const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-// --- certificates ------------------------------------------------------------------
-
-/// A CA writing its certificate and what it issues to a temporary directory.
-struct Pki {
-    issuer: Issuer<'static, KeyPair>,
-    dir: tempfile::TempDir,
-}
-
-/// `cluster.tls` file paths.
-struct TlsFiles {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let pem = params.self_signed(&key).expect("self-sign the CA").pem();
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.crt"), pem).expect("write ca.crt");
-        Self {
-            issuer: Issuer::new(params, key),
-            dir,
-        }
-    }
-
-    /// A certificate with DNS SAN `id`, usable as server and client.
-    fn node(&self, id: &str) -> TlsFiles {
-        let mut params = CertificateParams::new(vec![id.to_owned()]).expect("valid SAN");
-        params.distinguished_name.push(DnType::CommonName, id);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let (cert_path, key_path) = (
-            self.dir.path().join(format!("{id}.crt")),
-            self.dir.path().join(format!("{id}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        TlsFiles {
-            cert: cert_path,
-            key: key_path,
-            ca: self.dir.path().join("ca.crt"),
-        }
-    }
-}
 
 // --- the checker app -----------------------------------------------------------------
 
@@ -299,7 +242,7 @@ impl Setup {
 
     /// Member `i`'s config; `rogue` replaces its certificate and state dir
     /// (and its ports, with fresh ones).
-    fn config(&self, i: usize, rogue: Option<(&TlsFiles, &Path, u16, u16)>) -> String {
+    fn config(&self, i: usize, rogue: Option<(&PeerTls, &Path, u16, u16)>) -> String {
         let me = &self.members[i];
         let peers: Vec<String> = self
             .members

@@ -23,11 +23,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use breakwater::config::PeerTls;
 use common::etcd::Etcd;
+use common::pki::Pki;
 use common::soak::cluster::{Cluster, ConfigFn, NodeSpec};
 use common::soak::driver::{self, Fault, Report, Soak, Victim};
 use common::soak::props::{self, Interval, Seen, Verdict, Violation};
-use common::soak::{logs, pki, Rng};
+use common::soak::{logs, Rng};
 
 const TTL: Duration = Duration::from_secs(2);
 const RENEW: Duration = Duration::from_millis(500);
@@ -89,8 +91,8 @@ routes:
 
 /// SPEC §7's `cluster` for `backend: peers`: mutual TLS on `listen`, the
 /// other two as peers, a state dir that survives restarts.
-fn peers_config(pki: &pki::Pki) -> ConfigFn {
-    let tls: Vec<(String, pki::NodeTls)> = IDS
+fn peers_config(pki: &Pki) -> ConfigFn {
+    let tls: Vec<(String, PeerTls)> = IDS
         .iter()
         .map(|id| ((*id).to_owned(), pki.node(id)))
         .collect();
@@ -181,7 +183,7 @@ async fn soak_etcd_rounds() {
     ignore = "needs feature test-hooks (./test.sh runs cargo test --all-features)"
 )]
 async fn soak_peers_rounds() {
-    let pki = pki::Pki::new();
+    let pki = Pki::new("soak peers CA");
     let mut faults = FAULTS.to_vec();
     // LEASES.md §6d: state file deletion too (§3.6, the amnesiac restart).
     faults.push((Fault::KillWipe, Victim::Any));

@@ -8,7 +8,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,75 +22,12 @@ use breakwater::lease::peers::transport::{
 };
 use breakwater::metrics::Metrics;
 use breakwater::tls::PeerTlsConfig;
+use common::pki::Pki;
 use common::{eventually, metric, parse_metrics, within};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-// ---- A throwaway PKI -----------------------------------------------------------
-
-/// A CA that writes its certificate and everything it issues to its own
-/// temporary directory.
-struct Pki {
-    issuer: Issuer<'static, KeyPair>,
-    ca_pem: String,
-    dir: tempfile::TempDir,
-    issued: AtomicUsize,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let ca_pem = params.self_signed(&key).expect("self-sign the CA").pem();
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.crt"), &ca_pem).expect("write ca.crt");
-        Self {
-            issuer: Issuer::new(params, key),
-            ca_pem,
-            dir,
-            issued: AtomicUsize::new(0),
-        }
-    }
-
-    /// `cluster.tls` for a node whose certificate has DNS SAN `id`, usable
-    /// as server and client certificate.
-    fn node(&self, id: &str) -> PeerTls {
-        let mut params = CertificateParams::new(vec![id.to_owned()]).expect("valid SAN");
-        params.distinguished_name.push(DnType::CommonName, id);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let cert_path = self.dir.path().join(format!("{n}-{id}.crt"));
-        let key_path = self.dir.path().join(format!("{n}-{id}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        PeerTls {
-            cert: cert_path,
-            key: key_path,
-            ca: self.dir.path().join("ca.crt"),
-        }
-    }
-
-    /// A CA file trusting this CA and `other`.
-    fn bundle_with(&self, other: &Pki) -> PathBuf {
-        let path = self.dir.path().join("bundle.crt");
-        std::fs::write(&path, format!("{}{}", self.ca_pem, other.ca_pem)).expect("bundle");
-        path
-    }
-}
 
 // ---- Nodes ---------------------------------------------------------------------
 
