@@ -4,6 +4,8 @@
 //! `tokio::time::Instant`, which is monotonic (never steps back with the wall
 //! clock) and follows `tokio::time::pause`/`advance` in tests.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tokio::time::Instant;
 
 /// Where lease code reads the time. Its rate must stay within `max_drift` of
@@ -11,6 +13,18 @@ use tokio::time::Instant;
 pub trait LeaseClock: Send + Sync + 'static {
     /// The current instant on this node's lease clock.
     fn now(&self) -> Instant;
+
+    /// Whole seconds since the Unix epoch by the wall clock: the floor of
+    /// new `peers` ballots (LEASES.md §3.1), never a deadline. A simulation
+    /// replaces it with its own, so a run replays.
+    fn unix_secs(&self) -> u64 {
+        unix_secs(SystemTime::now())
+    }
+}
+
+/// Whole seconds since the Unix epoch; 0 for a clock set before it.
+pub fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The process's monotonic clock, through tokio so paused-time tests work.
@@ -35,5 +49,11 @@ mod tests {
         let before = TokioClock.now();
         tokio::time::advance(Duration::from_secs(7)).await;
         assert_eq!(TokioClock.now() - before, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn unix_seconds_floor_at_zero() {
+        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(2_500)), 2);
+        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
 }

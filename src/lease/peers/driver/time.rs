@@ -1,6 +1,6 @@
 //! The driver's clock: lease-clock instants as [`Millis`] since the task's
 //! start (rounded down), back again, and the wall-clock seconds ballots take
-//! as a floor (§3.1).
+//! as a floor (§3.1, read through [`LeaseClock::unix_secs`]).
 //!
 //! Rounding `now` down makes every deadline the machines compute from it
 //! (`t0 + D`, `receipt + T`) at most what it would be exactly; converting a
@@ -9,7 +9,7 @@
 //! later.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -44,7 +44,7 @@ impl LeaseTime {
     pub(super) fn now(&self) -> Now {
         Now {
             at: self.millis(self.clock.now()),
-            unix_secs: unix_secs(SystemTime::now()),
+            unix_secs: self.clock.unix_secs(),
         }
     }
 
@@ -76,11 +76,6 @@ impl LeaseTime {
             .or_else(|| now.checked_add(FAR))
             .unwrap_or(now)
     }
-}
-
-/// Whole seconds since the Unix epoch; 0 for a clock set before it.
-pub(super) fn unix_secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -127,11 +122,5 @@ mod tests {
         let now = tokio::time::Instant::now();
         assert_eq!(time.deadline(10), now + MIN_SLEEP);
         assert_eq!(time.deadline(80), now + Duration::from_millis(30));
-    }
-
-    #[test]
-    fn unix_seconds_floor_at_zero() {
-        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(2_500)), 2);
-        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
 }
