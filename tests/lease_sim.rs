@@ -57,7 +57,6 @@ use rcgen::{
 };
 use tokio::time::Instant;
 
-#[cfg(feature = "test-hooks")]
 use breakwater::lease::peers::faults::Faults;
 
 const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -74,6 +73,7 @@ const SUITE_SEEDS: u64 = 16;
 /// step-down pause (1 ttl) and a round.
 const MIN_COVERAGE: f64 = 0.5;
 /// Seeds each broken variant may take to show a violation, at most.
+#[cfg(feature = "test-hooks")]
 const VARIANT_SEEDS: u64 = 40;
 /// Seeds of the ignored long run.
 const MANY_SEEDS: u64 = 2_000;
@@ -629,8 +629,8 @@ struct HostSetup {
     /// Commands from the loop that steps the simulation, and their doorbell.
     commands: Rc<RefCell<Vec<Command>>>,
     doorbell: Arc<tokio::sync::Notify>,
-    #[cfg(feature = "test-hooks")]
-    faults: breakwater::lease::peers::faults::Faults,
+    /// The protocol to run: the real one unless a broken-variant test.
+    faults: Faults,
 }
 
 /// What the loop that steps the simulation asks of a running host.
@@ -702,6 +702,12 @@ async fn run_host(setup: HostSetup) -> turmoil::Result {
     let opened = Opened::open(LEASE, &setup.cluster)?.with_seed(seed.rotate_left(17));
     #[cfg(feature = "test-hooks")]
     let opened = opened.with_faults(setup.faults);
+    #[cfg(not(feature = "test-hooks"))]
+    assert_eq!(
+        setup.faults,
+        Faults::default(),
+        "broken protocols need test-hooks"
+    );
     let backend = Box::new(opened.attach(network.link(LEASE)));
     let node = Arc::new(NodeIdentity {
         node_id: IDS[setup.node].to_owned(),
@@ -829,13 +835,8 @@ impl Outcome {
     }
 }
 
-/// Breaks the protocol in the broken-variant runs; the default otherwise.
-#[cfg(feature = "test-hooks")]
-type Variant = Faults;
-#[cfg(not(feature = "test-hooks"))]
-type Variant = ();
-
-fn run_seed(pki: &Pki, plan: Plan, variant: Variant) -> Outcome {
+/// Runs `plan` with the protocol `variant` (the real one: `Faults::default()`).
+fn run_seed(pki: &Pki, plan: Plan, variant: Faults) -> Outcome {
     let seed = plan.seed;
     let dirs: Vec<tempfile::TempDir> = IDS.iter().map(|_| state_dir()).collect();
     let mut sim = turmoil::Builder::new()
@@ -851,8 +852,6 @@ fn run_seed(pki: &Pki, plan: Plan, variant: Variant) -> Outcome {
     let log: Log = Rc::default();
     let commands: Vec<Rc<RefCell<Vec<Command>>>> = IDS.iter().map(|_| Rc::default()).collect();
     let doorbells: Vec<Arc<tokio::sync::Notify>> = IDS.iter().map(|_| Arc::default()).collect();
-    #[cfg(not(feature = "test-hooks"))]
-    let () = variant;
     for node in 0..IDS.len() {
         let setup = HostSetup {
             node,
@@ -864,13 +863,11 @@ fn run_seed(pki: &Pki, plan: Plan, variant: Variant) -> Outcome {
             log: log.clone(),
             commands: commands[node].clone(),
             doorbell: doorbells[node].clone(),
-            #[cfg(feature = "test-hooks")]
             faults: variant,
         };
         sim.host(IDS[node], move || run_host(setup.clone()));
     }
     let restart = |sim: &mut turmoil::Sim, node: usize| {
-        #[cfg(feature = "test-hooks")]
         if variant.forget_promise_on_restart {
             forget_promise(dirs[node].path(), node);
         }
@@ -1023,7 +1020,6 @@ fn holder_at(log: &[Entry], t: Nanos) -> Option<usize> {
 
 /// The restart fault `forget_promise_on_restart`: the state file keeps
 /// `max_ttl` but its `promised` goes back to zero.
-#[cfg(feature = "test-hooks")]
 fn forget_promise(dir: &Path, node: usize) {
     use breakwater::lease::peers::acceptor::Durable;
     use breakwater::lease::peers::ballot::Ballot;
@@ -1081,7 +1077,7 @@ fn run_seeds(count: u64) {
     let mut totals = Totals::default();
     let mut first_report = None;
     for seed in first..first + count {
-        let outcome = run_seed(&pki, Plan::new(seed, false), Variant::default());
+        let outcome = run_seed(&pki, Plan::new(seed, false), Faults::default());
         if verbose {
             println!("{}", outcome.report());
         }
@@ -1159,7 +1155,7 @@ fn tokens_after_a_total_state_loss() {
         let outcome = run_seed(
             &pki,
             Plan::new(seed, false).with_total_loss(),
-            Variant::default(),
+            Faults::default(),
         );
         if let Some(v) = outcome.findings.violations.first() {
             println!("seed {seed}: {v}");
