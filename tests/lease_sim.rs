@@ -160,6 +160,23 @@ fn leases_stay_exclusive_and_tokens_grow_over_many_seeds() {
     run_seeds(MANY_SEEDS);
 }
 
+/// The drift margin is what keeps G1 when clocks disagree: clocks drifting
+/// 10% under leases configured for 1% must be caught (`D` then exceeds
+/// what a fast acceptor remembers, as with `d_equals_t`).
+#[test]
+fn the_checker_catches_drift_beyond_max_drift() {
+    let pki = Pki::new();
+    let tries = env_u64("SIM_VARIANT_SEEDS").unwrap_or(40);
+    let caught = (1..=tries).find_map(|seed| {
+        let plan = Plan::new(seed, true).with_drift_understated(1);
+        let outcome = run_seed(&pki, plan, Faults::default());
+        let first = outcome.findings.violations.first().cloned();
+        first.map(|v| (seed, v))
+    });
+    let (seed, violation) = caught.expect("10% drift under max_drift 1% went unnoticed");
+    println!("drift 10% under max_drift 1%: caught by seed {seed}: {violation}");
+}
+
 /// LEASES.md §3.6's last case, for the record: all three state files lost
 /// at once. Prints the seeds whose tokens went down (G2): the new ballots
 /// start from the simulated wall clock's seconds, while renewals every

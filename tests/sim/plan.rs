@@ -102,6 +102,9 @@ pub struct Plan {
     pub seed: u64,
     /// `max_drift` in percent; clock rates stay within it.
     pub drift_pct: u64,
+    /// The `max_drift` the leases are configured with: `drift_pct` but
+    /// in [`Plan::with_drift_understated`].
+    pub config_drift_pct: u64,
     /// Each host life's clock rate, in parts per million, by (node, life).
     pub rates: Vec<Vec<u128>>,
     pub min_latency_ms: u64,
@@ -196,6 +199,7 @@ impl Plan {
         Self {
             seed,
             drift_pct,
+            config_drift_pct: drift_pct,
             rates,
             min_latency_ms,
             max_latency_ms,
@@ -205,6 +209,13 @@ impl Plan {
             heal,
             end: heal + 5 * nanos(TTL),
         }
+    }
+
+    /// The clocks drift by `drift_pct` while the leases are told
+    /// `max_drift: config_pct`: a misconfiguration §1 rules out.
+    pub fn with_drift_understated(mut self, config_pct: u64) -> Self {
+        self.config_drift_pct = config_pct;
+        self
     }
 
     /// Every member loses its state file at once, at the heal: LEASES.md

@@ -28,10 +28,11 @@ pub struct Outcome {
 impl Outcome {
     pub fn report(&self) -> String {
         let mut out = format!(
-            "seed {} (replay: SIM_SEED={}): drift {}%, latency {}..{} ms, repair_rate {}\n",
+            "seed {} (replay: SIM_SEED={}): drift {}% (max_drift {}%), latency {}..{} ms, repair_rate {}\n",
             self.plan.seed,
             self.plan.seed,
             self.plan.drift_pct,
+            self.plan.config_drift_pct,
             self.plan.min_latency_ms,
             self.plan.max_latency_ms,
             self.plan.repair_rate
@@ -92,7 +93,7 @@ pub fn run_seed(pki: &Pki, plan: Plan, variant: Faults) -> Outcome {
         let setup = HostSetup {
             node,
             cluster: cluster(node, dirs[node].path(), pki),
-            spec: spec(plan.drift_pct),
+            spec: spec(plan.config_drift_pct),
             seed,
             rates: Rc::new(plan.rates[node].clone()),
             lives: Rc::default(),
