@@ -152,11 +152,18 @@ pub async fn run_host(setup: HostSetup) -> turmoil::Result {
     // logged at its instant; a stop ends this life once it is done.
     let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
     setup.commands.borrow_mut().clear();
+    // Off once the lease task has ended: its view no longer changes, and
+    // waiting for a change returns at once (a busy loop would stop time).
+    let mut watching = true;
     loop {
         tokio::select! {
-            view = lease.wait_for_change_since(&seen, far) => {
-                record(&view);
-                seen = view;
+            view = lease.wait_for_change_since(&seen, far), if watching => {
+                if Arc::ptr_eq(&view, &seen) {
+                    watching = false;
+                } else {
+                    record(&view);
+                    seen = view;
+                }
             }
             () = setup.doorbell.notified() => {
                 let commands = std::mem::take(&mut *setup.commands.borrow_mut());
@@ -177,7 +184,10 @@ pub async fn run_host(setup: HostSetup) -> turmoil::Result {
                 }
             }
             _ = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => {
-                record(&lease.view());
+                let view = lease.view();
+                if !Arc::ptr_eq(&view, &seen) {
+                    record(&view);
+                }
                 return Ok(());
             }
         }

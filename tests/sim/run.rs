@@ -104,7 +104,13 @@ pub fn run_seed(pki: &Pki, plan: Plan, variant: Faults) -> Outcome {
         };
         sim.host(IDS[node], move || run_host(setup.clone()));
     }
+    // Whatever still ran on the host (a graceful stop under way) is cut.
     let restart = |sim: &mut turmoil::Sim, node: usize| {
+        log.borrow_mut().push(Entry {
+            node,
+            at: nanos(sim.elapsed()),
+            state: State::Down,
+        });
         if variant.forget_promise_on_restart {
             forget_promise(dirs[node].path(), node);
         }
