@@ -40,6 +40,7 @@ pub use self::network::{Link, PeerNetwork, LEASE_INBOX};
 use self::time::LeaseTime;
 use super::acceptor::{Acceptor, Durable, Notice};
 use super::ballot::Ballot;
+use super::faults::Faults;
 use super::members::Members;
 use super::messages::{Message, Urls};
 use super::proposer::{Event, Proposer, TimerKind, Timing, ViewChange};
@@ -66,6 +67,10 @@ pub struct Opened {
     loaded: Option<Durable>,
     /// Why the state is lost, when it is.
     lost: Option<String>,
+    /// The proposer's jitter seed; `None` draws one at random.
+    seed: Option<u64>,
+    /// Rules to break (`test-hooks` only); the default is the protocol.
+    faults: Faults,
 }
 
 impl Opened {
@@ -97,7 +102,27 @@ impl Opened {
             state,
             loaded,
             lost,
+            seed: None,
+            faults: Faults::default(),
         })
+    }
+
+    /// Runs a deliberately broken protocol (LEASES.md §6b's variants), so
+    /// the simulation (`tests/lease_sim.rs`) can show its checker catches
+    /// them. Only the acceptor's and the proposer's own rules apply here;
+    /// the restart faults are the restarter's to carry out.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Fixes the seed of the proposer's jitter (random by default), so a
+    /// simulation replays the same rounds (`tests/lease_sim.rs`).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// The backend, ready to run on `link`.
@@ -181,6 +206,8 @@ impl Driver {
             state,
             loaded,
             lost,
+            seed: fixed_seed,
+            faults,
         } = opened;
         let time = LeaseTime::new(ctx.clock.clone());
         let spec = &ctx.spec;
@@ -202,14 +229,17 @@ impl Driver {
             ),
             (None, None) => {}
         }
-        let acceptor = Acceptor::new(members.clone(), loaded, now.at, timing.ttl_ms);
+        let mut acceptor = Acceptor::new(members.clone(), loaded, now.at, timing.ttl_ms);
+        acceptor.set_faults(faults);
         let node = &ctx.node;
         let urls = Urls {
             forward: node.forward_url.as_ref().map(Uri::to_string),
             public: node.public_url.as_ref().map(Uri::to_string),
         };
         let healthy = *ctx.healthy.borrow();
-        let proposer = Proposer::new(members, timing, urls, healthy, seed(&node.node_id));
+        let seed = fixed_seed.unwrap_or_else(|| seed(&node.node_id));
+        let mut proposer = Proposer::new(members, timing, urls, healthy, seed);
+        proposer.set_faults(faults);
         Driver {
             me: node.holder(),
             lease,

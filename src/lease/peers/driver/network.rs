@@ -21,7 +21,7 @@ use super::Inbound;
 use crate::config::ClusterSpec;
 use crate::lease::peers::messages::{self, Envelope};
 use crate::lease::peers::transport::{
-    Direction, Options, Outcome, PeerMetrics, Received, Tcp, Transport, TransportConfig,
+    Direction, Network, Options, Outcome, PeerMetrics, Received, Tcp, Transport, TransportConfig,
     TransportHandle, UNKNOWN_KIND,
 };
 use crate::tls::PeerTlsConfig;
@@ -55,35 +55,65 @@ impl PeerNetwork {
     /// and the demultiplexer. Errors name the key or address at fault, and
     /// leave nothing running.
     pub async fn start(cluster: &ClusterSpec, metrics: PeerMetrics) -> Result<Self, String> {
-        let Some(tls) = &cluster.tls else {
-            return Err("`backend: peers` needs `cluster.tls`".to_owned());
-        };
+        let tls = load_tls(cluster)?;
         let Some(listen) = cluster.listen else {
             return Err("`backend: peers` needs `cluster.listen`".to_owned());
         };
-        let ids: Vec<String> = cluster.peers.iter().map(|p| p.id.clone()).collect();
-        let tls = PeerTlsConfig::load(tls, &cluster.node_id, &ids)
-            .map_err(|e| format!("cluster.tls.{}: {e}", e.which.key()))?;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = Tcp
+            .bind(listen)
             .await
             .map_err(|e| format!("cannot bind cluster.listen {listen}: {e}"))?;
+        Ok(Self::launch(
+            cluster,
+            tls,
+            Tcp,
+            listener,
+            Options::default(),
+            metrics,
+        ))
+    }
+
+    /// As [`PeerNetwork::start`], over any [`Network`] (a simulated one, in
+    /// `tests/lease_sim.rs`): accepts on `listener`, already bound by the
+    /// caller (`cluster.listen` is not read), with transport `options` (a
+    /// fixed `jitter_seed` makes a simulation replayable). Production uses
+    /// `start`: TCP and [`Options::default`].
+    pub fn start_on<N: Network>(
+        cluster: &ClusterSpec,
+        net: N,
+        listener: N::Listener,
+        options: Options,
+        metrics: PeerMetrics,
+    ) -> Result<Self, String> {
+        let tls = load_tls(cluster)?;
+        Ok(Self::launch(cluster, tls, net, listener, options, metrics))
+    }
+
+    fn launch<N: Network>(
+        cluster: &ClusterSpec,
+        tls: PeerTlsConfig,
+        net: N,
+        listener: N::Listener,
+        options: Options,
+        metrics: PeerMetrics,
+    ) -> Self {
         let config = TransportConfig {
             me: cluster.node_id.clone(),
             peers: cluster.peers.clone(),
             tls: Arc::new(tls),
-            options: Options::default(),
+            options,
         };
-        let (transport, frames) = Transport::start(config, Tcp, listener, metrics.clone());
+        let (transport, frames) = Transport::start(config, net, listener, metrics.clone());
         if let Some(addr) = transport.local_addr() {
             tracing::info!(%addr, node = %cluster.node_id, "peer transport listening");
         }
         let routes = Routes::default();
         let demux = tokio::spawn(demux(frames, routes.clone(), metrics));
-        Ok(Self {
+        Self {
             transport,
             routes,
             demux,
-        })
+        }
     }
 
     /// Opens lease `lease`'s end: from now on its messages go to the
@@ -127,6 +157,16 @@ impl Drop for PeerNetwork {
     fn drop(&mut self) {
         self.demux.abort();
     }
+}
+
+/// `cluster.tls`, loaded for this node and its peers.
+fn load_tls(cluster: &ClusterSpec) -> Result<PeerTlsConfig, String> {
+    let Some(tls) = &cluster.tls else {
+        return Err("`backend: peers` needs `cluster.tls`".to_owned());
+    };
+    let ids: Vec<String> = cluster.peers.iter().map(|p| p.id.clone()).collect();
+    PeerTlsConfig::load(tls, &cluster.node_id, &ids)
+        .map_err(|e| format!("cluster.tls.{}: {e}", e.which.key()))
 }
 
 fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Inbound>>> {

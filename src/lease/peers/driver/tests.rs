@@ -189,7 +189,9 @@ async fn a_restart_with_the_state_file_continues_above_it_and_a_corrupt_one_reco
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(lease.details()["amnesiac"], true, "{}", lease.details());
-    let floor_before = super::time::wall_floor(std::time::SystemTime::now());
+    let floor_before = crate::lease::peers::ballot::wall_floor(crate::lease::clock::since_epoch(
+        std::time::SystemTime::now(),
+    ));
     let third = until_holding(&leases, None).await.token.unwrap();
     // With every member's state lost, tokens rest on the wall-clock floor
     // of ballots (§3.6) alone, which outruns rounds every 80 ms.

@@ -1,6 +1,6 @@
 //! The driver's clock: lease-clock instants as [`Millis`] since the task's
 //! start (rounded down), back again, and the wall-clock floor ballots take
-//! as a floor (§3.1).
+//! (§3.1, read through [`LeaseClock::since_epoch`]).
 //!
 //! Rounding `now` down makes every deadline the machines compute from it
 //! (`t0 + D`, `receipt + T`) at most what it would be exactly; converting a
@@ -9,7 +9,7 @@
 //! later.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -45,7 +45,7 @@ impl LeaseTime {
     pub(super) fn now(&self) -> Now {
         Now {
             at: self.millis(self.clock.now()),
-            wall_floor: wall_floor(SystemTime::now()),
+            wall_floor: ballot::wall_floor(self.clock.since_epoch()),
         }
     }
 
@@ -77,12 +77,6 @@ impl LeaseTime {
             .or_else(|| now.checked_add(FAR))
             .unwrap_or(now)
     }
-}
-
-/// The ballot floor of wall-clock time `at`; 0 for a clock set before the
-/// Unix epoch.
-pub(super) fn wall_floor(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, ballot::wall_floor)
 }
 
 #[cfg(test)]
@@ -129,11 +123,5 @@ mod tests {
         let now = tokio::time::Instant::now();
         assert_eq!(time.deadline(10), now + MIN_SLEEP);
         assert_eq!(time.deadline(80), now + Duration::from_millis(30));
-    }
-
-    #[test]
-    fn the_wall_floor_is_zero_before_the_epoch() {
-        assert_eq!(wall_floor(UNIX_EPOCH + Duration::from_millis(2_500)), 40);
-        assert_eq!(wall_floor(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
 }
