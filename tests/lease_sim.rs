@@ -66,7 +66,10 @@ const MIN_COVERAGE: f64 = 0.5;
 /// Seeds each broken variant may take to show a violation, at most.
 #[cfg(feature = "test-hooks")]
 const VARIANT_SEEDS: u64 = 40;
-/// Seeds of the ignored long run.
+/// Seeds of the ignored long run (about 45 min in debug; for more, a
+/// release build and `SIM_SEEDS`: 10,000 seeds took 27 min on two busy
+/// cores, with 154,114 faults, 31,793 tenures, 17,703 handovers in 8,572
+/// seeds, no violation and a holder throughout every final 2 ttl).
 const MANY_SEEDS: u64 = 2_000;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -216,11 +219,15 @@ fn tokens_after_a_total_state_loss() {
 
 /// The broken protocols of LEASES.md §6b, as [`Faults`] for the lease
 /// tasks (each acceptor and proposer holds its own: none is process-global).
-/// The first two the hostile schedules catch within a few seeds; the
-/// others need what these schedules rarely or never make (an `Accepted`
-/// late while its `Propose` was quick and the `Learn` lost; a `Release`
-/// delayed past the owner's next tenure; a stale proposer meeting a node
-/// that forgot its promise) and are left to the model checker.
+/// The first two the hostile schedules catch within a few seeds (2 and 8);
+/// the others need what these schedules rarely or never make: a stale
+/// proposer meeting a node that forgot its promise (caught by seed 107 or
+/// 185, depending on the run), an `Accepted` late while its `Propose` was
+/// quick and the `Learn` lost, a `Release` delayed past the owner's next
+/// tenure (neither caught in 1,000 seeds). Those are left to the model
+/// checker; so are `short_quarantine` (the driver has no way to start an
+/// acceptor with a shortened quarantine) and `count_messages_not_nodes`
+/// (framed TCP never delivers a message twice).
 #[cfg(feature = "test-hooks")]
 fn variants() -> [(&'static str, Faults, bool); 5] {
     let open = Faults {

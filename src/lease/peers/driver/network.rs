@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
 use super::Inbound;
-use crate::config::ClusterSpec;
+use crate::config::{ClusterSpec, PeerTls};
 use crate::lease::peers::messages::{self, Envelope};
 use crate::lease::peers::transport::{
     Direction, Network, Options, Outcome, PeerMetrics, Received, Tcp, Transport, TransportConfig,
@@ -55,10 +55,11 @@ impl PeerNetwork {
     /// and the demultiplexer. Errors name the key or address at fault, and
     /// leave nothing running.
     pub async fn start(cluster: &ClusterSpec, metrics: PeerMetrics) -> Result<Self, String> {
-        let tls = load_tls(cluster)?;
+        let spec = tls_spec(cluster)?;
         let Some(listen) = cluster.listen else {
             return Err("`backend: peers` needs `cluster.listen`".to_owned());
         };
+        let tls = load_tls(spec, cluster)?;
         let listener = Tcp
             .bind(listen)
             .await
@@ -85,7 +86,7 @@ impl PeerNetwork {
         options: Options,
         metrics: PeerMetrics,
     ) -> Result<Self, String> {
-        let tls = load_tls(cluster)?;
+        let tls = load_tls(tls_spec(cluster)?, cluster)?;
         Ok(Self::launch(cluster, tls, net, listener, options, metrics))
     }
 
@@ -159,13 +160,18 @@ impl Drop for PeerNetwork {
     }
 }
 
-/// `cluster.tls`, loaded for this node and its peers.
-fn load_tls(cluster: &ClusterSpec) -> Result<PeerTlsConfig, String> {
-    let Some(tls) = &cluster.tls else {
-        return Err("`backend: peers` needs `cluster.tls`".to_owned());
-    };
+/// `cluster.tls`, which a `peers` lease needs.
+fn tls_spec(cluster: &ClusterSpec) -> Result<&PeerTls, String> {
+    cluster
+        .tls
+        .as_ref()
+        .ok_or_else(|| "`backend: peers` needs `cluster.tls`".to_owned())
+}
+
+/// `cluster.tls`'s files, loaded for this node and its peers.
+fn load_tls(spec: &PeerTls, cluster: &ClusterSpec) -> Result<PeerTlsConfig, String> {
     let ids: Vec<String> = cluster.peers.iter().map(|p| p.id.clone()).collect();
-    PeerTlsConfig::load(tls, &cluster.node_id, &ids)
+    PeerTlsConfig::load(spec, &cluster.node_id, &ids)
         .map_err(|e| format!("cluster.tls.{}: {e}", e.which.key()))
 }
 
