@@ -434,7 +434,7 @@ impl LeaseModel {
         let now = Now {
             at: self.local(s, i),
             // A frozen wall clock: G2 must come from persisted promises.
-            unix_secs: 0,
+            wall_floor: 0,
         };
         let m = &mut Arc::make_mut(&mut s.nodes[i]).m;
         let actions = m.proposer.on_event(now, &mut m.acceptor, event);
