@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::etcd::Etcd;
+use common::lease_nodes::*;
 use common::*;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -29,7 +29,6 @@ const RENEW: Duration = Duration::from_millis(500);
 /// leases about every 500 ms, and the revoke goes through raft), and a
 /// follower waits up to `ttl/10` after the key's deletion: allow for both.
 const EXPIRY_SLACK: Duration = Duration::from_secs(1);
-const LEASE: &str = "/leases/orders";
 const HOP: &str = "x-breakwater-forwarded";
 
 // --- the checker app ----------------------------------------------------------
@@ -200,26 +199,7 @@ fn public_url(id: &str) -> String {
     format!("https://{id}.orders.test:8443")
 }
 
-struct Node {
-    id: &'static str,
-    port: u16,
-    proxy: BinaryProxy,
-}
-
 impl Node {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `GET /leases/orders`, or `None` when it does not answer JSON.
-    async fn view(&self) -> Option<serde_json::Value> {
-        let (status, _, body) = get_within(&self.proxy.admin_url(LEASE)).await;
-        if status != StatusCode::OK {
-            return None;
-        }
-        serde_json::from_str(&body).ok()
-    }
-
     async fn forwarded_ok(&self) -> f64 {
         let samples = scrape(&self.proxy.admin_url("/metrics")).await;
         metric(
@@ -230,31 +210,6 @@ impl Node {
         // The series appears with the first forwarded request.
         .unwrap_or(0.0)
     }
-}
-
-/// Waits until exactly one of `nodes` may stamp and every other one knows it
-/// as the holder (with its token); returns its index and token.
-async fn until_converged(nodes: &[&Node]) -> (usize, u64) {
-    eventually(
-        "one node holds lease orders and the others follow it",
-        || async {
-            let mut views = Vec::new();
-            for node in nodes {
-                views.push(node.view().await?);
-            }
-            let holders: Vec<usize> = (0..views.len())
-                .filter(|&i| views[i]["am_holder"] == true)
-                .collect();
-            let [h] = holders[..] else { return None };
-            let token = views[h]["token"].as_u64()?;
-            let id = nodes[h].id;
-            let agreed = views.iter().enumerate().all(|(i, v)| {
-                i == h || (v["holder"]["id"] == id && v["token"].as_u64() == Some(token))
-            });
-            (views[h]["holder"]["id"] == id && agreed).then_some((h, token))
-        },
-    )
-    .await
 }
 
 /// Waits until `node` may stamp; returns its token.
@@ -270,73 +225,6 @@ async fn until_holds(node: &Node) -> u64 {
 
 // --- the client -------------------------------------------------------------------
 
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    /// The token the app says it saw: `None` unless the app answered.
-    fn token(&self) -> Option<u64> {
-        if self.status != StatusCode::OK {
-            return None;
-        }
-        self.body.trim().strip_prefix("token=")?.parse().ok()
-    }
-
-    fn reason(&self) -> &str {
-        reason_of(&self.headers)
-    }
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (reason {:?}) {:?}",
-            self.status,
-            self.reason(),
-            self.body.trim()
-        )
-    }
-}
-
-/// GETs `url` with `headers` on a fresh connection; an error or no whole
-/// answer within `bound` is an `Err` naming it.
-async fn send_within(
-    url: &str,
-    headers: &[(&str, &str)],
-    bound: Duration,
-) -> Result<Reply, String> {
-    use http_body_util::BodyExt;
-    let mut req = http::Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(full(Bytes::new())).map_err(|e| e.to_string())?;
-    let whole = async {
-        let res = h1_client().request(req).await.map_err(|e| e.to_string())?;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    };
-    tokio::time::timeout(bound, whole)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")))
-}
-
-/// [`send_within`] 5 s, which must answer.
-async fn send(url: &str, headers: &[(&str, &str)]) -> Reply {
-    send_within(url, headers, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-}
-
 /// Sends `n` requests through each node in turn; each must reach the app
 /// stamped with `token`.
 async fn all_stamped(nodes: &[&Node], n: usize, token: u64) {
@@ -346,10 +234,6 @@ async fn all_stamped(nodes: &[&Node], n: usize, token: u64) {
             assert_eq!(r.token(), Some(token), "via node {}: {r:?}", node.id);
         }
     }
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
 }
 
 // --- the tests ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use breakwater::config::PeerTls;
-use bytes::Bytes;
+use common::lease_nodes::*;
 use common::pki::Pki;
 use common::*;
 use http::StatusCode;
@@ -29,7 +29,6 @@ use hyper::body::Incoming;
 
 const TTL: Duration = Duration::from_secs(2);
 const RENEW: Duration = Duration::from_millis(500);
-const LEASE: &str = "/leases/orders";
 const IDS: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 // --- the checker app -----------------------------------------------------------------
@@ -141,12 +140,6 @@ struct Setup {
     /// The lease's `ttl` in the configs written from now on.
     ttl: Duration,
     _state: tempfile::TempDir,
-}
-
-struct Node {
-    id: &'static str,
-    port: u16,
-    proxy: BinaryProxy,
 }
 
 impl Setup {
@@ -300,119 +293,22 @@ fn panic_says(panic: &Box<dyn std::any::Any + Send>, needle: &str) -> bool {
 }
 
 impl Node {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `GET /leases/orders`, or `None` when it does not answer JSON.
-    async fn view(&self) -> Option<serde_json::Value> {
-        let (status, _, body) = get_within(&self.proxy.admin_url(LEASE)).await;
-        if status != StatusCode::OK {
-            return None;
-        }
-        serde_json::from_str(&body).ok()
-    }
-
     async fn metrics(&self) -> Vec<Sample> {
         scrape(&self.proxy.admin_url("/metrics")).await
     }
 }
 
-/// Waits until exactly one of `nodes` may stamp and every other one knows it
-/// as the holder with its token; returns its index and token.
-async fn until_converged(nodes: &[&Node]) -> (usize, u64) {
-    eventually(
-        "one node holds lease orders and the others follow it",
-        || async {
-            let mut views = Vec::new();
-            for node in nodes {
-                views.push(node.view().await?);
-            }
-            let holders: Vec<usize> = (0..views.len())
-                .filter(|&i| views[i]["am_holder"] == true)
-                .collect();
-            let [h] = holders[..] else { return None };
-            let token = views[h]["token"].as_u64()?;
-            let id = nodes[h].id;
-            let agreed = views.iter().enumerate().all(|(i, v)| {
-                i == h || (v["holder"]["id"] == id && v["token"].as_u64() == Some(token))
-            });
-            (views[h]["holder"]["id"] == id && agreed).then_some((h, token))
-        },
-    )
-    .await
-}
-
 // --- the client --------------------------------------------------------------------------
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn token(&self) -> Option<u64> {
-        if self.status != StatusCode::OK {
-            return None;
-        }
-        self.body.trim().strip_prefix("token=")?.parse().ok()
-    }
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (reason {:?}) {:?}",
-            self.status,
-            reason_of(&self.headers),
-            self.body.trim()
-        )
-    }
-}
-
-/// GETs `url` on a fresh connection; no whole answer within `bound` is an
-/// `Err`.
-async fn send_within(url: &str, bound: Duration) -> Result<Reply, String> {
-    use http_body_util::BodyExt;
-    let req = http::Request::get(url)
-        .body(full(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let whole = async {
-        let res = h1_client().request(req).await.map_err(|e| e.to_string())?;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    };
-    tokio::time::timeout(bound, whole)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")))
-}
-
-async fn send(url: &str) -> Reply {
-    send_within(url, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-}
 
 /// Sends `n` requests through each node in turn; each must reach the app
 /// stamped with `token`.
 async fn all_stamped(nodes: &[&Node], n: usize, token: u64) {
     for i in 0..n {
         for node in nodes {
-            let r = send(&node.url(&format!("/orders/{i}?via={}", node.id))).await;
+            let r = send(&node.url(&format!("/orders/{i}?via={}", node.id)), &[]).await;
             assert_eq!(r.token(), Some(token), "via node {}: {r:?}", node.id);
         }
     }
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
 }
 
 // --- the tests ----------------------------------------------------------------------------
@@ -461,7 +357,7 @@ async fn exactly_one_of_three_holds_every_node_stamps_its_token_and_details_show
             "followers forward to the holder's listener: {v}"
         );
     }
-    let r = send(&all[(h + 1) % 3].url("/open")).await;
+    let r = send(&all[(h + 1) % 3].url("/open"), &[]).await;
     assert_eq!(r.body.trim(), "token=none", "{r:?}");
 
     // Details: ballots, the own acceptor, and every peer reachable.
@@ -730,7 +626,7 @@ async fn sigkill_of_the_holder_fails_over_and_the_restarted_node_rejoins_as_a_fo
         let mut new = None;
         let mut failures = 0;
         while killed.elapsed() < WAIT {
-            match send_within(&url, Duration::from_secs(2)).await {
+            match send_within(&url, &[], Duration::from_secs(2)).await {
                 Ok(r) => match r.token() {
                     Some(t) if t != old => {
                         new = Some(t);
@@ -916,7 +812,7 @@ async fn a_node_without_a_certificate_from_the_ca_cannot_take_part() {
     assert_eq!(v["am_holder"], false, "{v}");
     assert!(v["holder"].is_null(), "{v}");
     assert_eq!(v["details"]["amnesiac"], true, "{v}");
-    let r = send(&rogue.url("/orders/from-the-rogue")).await;
+    let r = send(&rogue.url("/orders/from-the-rogue"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
     tokio::time::sleep(TTL).await;
     assert_eq!(until_converged(&all).await, (h, token));

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub mod etcd;
+pub mod lease_nodes;
 pub mod pki;
 pub mod soak;
 
