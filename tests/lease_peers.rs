@@ -499,7 +499,11 @@ async fn a_reload_that_changes_the_lease_restarts_it_and_the_cluster_holds_again
         .proxy
         .wait_for_log(mark, "the previous leases are running again")
         .await;
-    assert!(holder.proxy.logs().contains("configuration reload refused"));
+    // Logged once `apply` returned, after the restore: awaited, not read.
+    holder
+        .proxy
+        .wait_for_log(mark, "configuration reload refused")
+        .await;
     let (_, again) = until_converged(&all).await;
     assert!(again > after, "{again} > {after}");
     all_stamped(&all, 1, again).await;
